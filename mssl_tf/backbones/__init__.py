@@ -1,0 +1,15 @@
+"""Backbones: functional models mapping images to feature vectors."""
+
+from mssl_tf.backbones.conv4 import conv4
+
+BACKBONES = {"conv4": conv4}
+
+
+def build_backbone(name: str, **kwargs):
+    """A backbone from the registry by name, e.g. `build_backbone("conv4", input_shape=(28, 28, 1))`."""
+    if name not in BACKBONES:
+        raise ValueError(f"Unknown backbone {name!r}; registered: {sorted(BACKBONES)}")
+    return BACKBONES[name](**kwargs)
+
+
+__all__ = ["BACKBONES", "build_backbone", "conv4"]

@@ -1,0 +1,35 @@
+"""Conv-4: the few-shot standard backbone (Vinyals et al. 2016; Snell et al. 2017; Finn et al. 2017)."""
+
+from __future__ import annotations
+
+import keras
+
+
+def conv4(
+    input_shape: tuple[int, int, int] = (28, 28, 1),
+    filters: int = 64,
+    blocks: int = 4,
+    name: str = "conv4",
+) -> keras.Model:
+    """Builds Conv-4: `blocks` x [3x3 conv (`filters`), batch norm, ReLU, 2x2 max-pool], then flatten.
+
+    On 28x28 inputs the output is a 64-d feature vector (1x1x64).
+
+    Args:
+        input_shape: image shape, channels last.
+        filters: channels of every convolution.
+        blocks: number of conv blocks.
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` mapping images to flat features.
+    """
+    images = keras.Input(shape=tuple(input_shape), name="images")
+    x = images
+    for block in range(blocks):
+        x = keras.layers.Conv2D(filters, 3, padding="same", name=f"block{block}_conv")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"block{block}_bn")(x)
+        x = keras.layers.ReLU(name=f"block{block}_relu")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    features = keras.layers.Flatten(name="features")(x)
+    return keras.Model(images, features, name=name)

@@ -1,0 +1,226 @@
+"""`mssl-tf` command line: train, eval, results, pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+DEFAULT_SETTINGS = "5w1s,5w5s,20w1s,20w5s"
+
+
+def parse_settings(text: str) -> list[tuple[int, int]]:
+    """`"5w1s,20w5s"` → `[(5, 1), (20, 5)]`."""
+    settings = []
+    for item in text.split(","):
+        ways, _, shots = item.strip().lower().partition("w")
+        if not shots.endswith("s") or not ways.isdigit() or not shots[:-1].isdigit():
+            raise argparse.ArgumentTypeError(f"setting {item!r} is not of the form <ways>w<shots>s, e.g. 5w1s")
+        settings.append((int(ways), int(shots[:-1])))
+    return settings
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    key, separator, value = text.partition("=")
+    if not separator:
+        raise argparse.ArgumentTypeError(f"--option {text!r} is not key=value")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def add_data_argument(parser):
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="Omniglot directory (official zips + splits/vinyals/*.txt); default $MSSL_TF_OMNIGLOT_DIR "
+        "or ../shared/data/omniglot",
+    )
+
+
+def command_line() -> str:
+    return "mssl-tf " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])
+
+
+def train_command(args) -> int:
+    from mssl_tf.training import TrainConfig, train
+
+    options = dict(args.option or [])
+    for name in ("inner_steps", "evaluation_inner_steps", "inner_learning_rate"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    if args.first_order:
+        options["first_order"] = True
+    config = TrainConfig(
+        method=args.method,
+        data_dir=args.data_dir,
+        ways=args.ways,
+        shots=args.shots,
+        queries=args.queries,
+        meta_batch=args.meta_batch,
+        steps=args.steps,
+        steps_per_epoch=args.steps_per_epoch,
+        minutes=args.minutes,
+        learning_rate=args.learning_rate,
+        halve_every=args.halve_every or None,
+        seed=args.seed,
+        strategy=args.strategy,
+        devices=args.devices,
+        jit_compile=args.jit_compile,
+        method_options=options,
+        output=args.output,
+        command=command_line(),
+    )
+    summary = train(config)
+    print(f"trained {summary['steps']} steps ({summary['episodes']} tasks) in {summary['train_seconds']} s → "
+          f"{Path(args.output) / 'model.keras'}")
+    return 0
+
+
+def evaluate_and_record(model_path, settings, episodes, queries, data_dir, results_dir=None, run_name=None):
+    """Evaluates a trained model on the Vinyals test split; writes one record per setting when asked."""
+    from mssl_tf.data import EpisodeSpec, load_split
+    from mssl_tf.evaluation import evaluate
+    from mssl_tf.results import current_commit, write_record
+    from mssl_tf.training import load_trained
+
+    model, summary = load_trained(model_path)
+    test_images = load_split("test", data_dir)
+    train_config = summary.get("config", {})
+    rows = []
+    for ways, shots in settings:
+        if getattr(model, "ways", ways) != ways:
+            print(f"skipping {ways}-way {shots}-shot: the model's classifier is {model.ways}-way")
+            continue
+        result = evaluate(model, test_images, EpisodeSpec(ways, shots, queries), episodes)
+        record = {
+            "run": run_name or Path(model_path).name,
+            "method": train_config.get("method", type(model).__name__.lower()),
+            "method_options": train_config.get("method_options", {}),
+            "backbone": train_config.get("backbone", "conv4"),
+            "dataset": "omniglot",
+            "split": "test (Vinyals)",
+            "train_split": train_config.get("split", "unknown"),
+            **result,
+            "train_seconds": summary.get("train_seconds", 0.0),
+            "train_tasks": summary.get("episodes", 0),
+            "train_setting": {k: train_config.get(k) for k in ("ways", "shots", "queries", "meta_batch")},
+            "labels_used": bool(summary.get("labels_used", True)),
+            "command": {"train": train_config.get("command", ""), "eval": command_line()},
+            "commit": current_commit(Path(__file__).parent),
+            "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+        }
+        rows.append(record)
+        print(f"{ways}-way {shots}-shot: {result['accuracy']:.2f} ± {result['ci95']:.2f} % "
+              f"({result['episodes']} episodes, {result['evaluation_seconds']} s)", flush=True)
+        if results_dir:
+            write_record(results_dir, f"{record['run']}_{ways}w{shots}s", record)
+    return rows
+
+
+def eval_command(args) -> int:
+    evaluate_and_record(
+        args.model, args.settings, args.episodes, args.queries, args.data_dir, args.results_dir, args.run_name
+    )
+    return 0
+
+
+def results_command(args) -> int:
+    from mssl_tf.results import update_readme
+
+    print(update_readme(args.readme, args.results_dir))
+    return 0
+
+
+def pipeline_command(args) -> int:
+    """The main job: train (or load an already trained model), then evaluate on the test split."""
+    from mssl_tf.training import TrainConfig, train
+
+    model_path = Path(args.workdir) / "model.keras"
+    if model_path.is_file() and not args.retrain:
+        print(f"[1/2] loading the trained model {model_path}")
+    else:
+        print(f"[1/2] training ProtoNet on Omniglot (Vinyals train split) for {args.minutes} min")
+        train(TrainConfig(
+            method="protonet", data_dir=args.data_dir, ways=20, shots=5, queries=5, steps=100_000,
+            steps_per_epoch=100, minutes=args.minutes, output=args.workdir, command=command_line(),
+        ))
+    print("[2/2] evaluating on the Vinyals test split")
+    evaluate_and_record(model_path, parse_settings("5w1s,5w5s"), args.episodes, 15, args.data_dir)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mssl_tf.methods import METHODS
+
+    parser = argparse.ArgumentParser(prog="mssl-tf", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train_parser = commands.add_parser("train", help="meta-train a method on Omniglot episodes with model.fit")
+    train_parser.add_argument("--method", choices=sorted(METHODS), default="protonet")
+    add_data_argument(train_parser)
+    train_parser.add_argument("--ways", type=int, default=60)
+    train_parser.add_argument("--shots", type=int, default=5)
+    train_parser.add_argument("--queries", type=int, default=5)
+    train_parser.add_argument("--meta-batch", type=int, default=1, help="tasks per optimizer step")
+    train_parser.add_argument("--steps", type=int, default=1000, help="optimizer steps (meta-iterations) at most")
+    train_parser.add_argument("--steps-per-epoch", type=int, default=100)
+    train_parser.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
+    train_parser.add_argument("--learning-rate", type=float, default=1e-3)
+    train_parser.add_argument("--halve-every", type=int, default=2000, help="halve the learning rate every N steps")
+    train_parser.add_argument("--seed", type=int, default=0)
+    train_parser.add_argument("--strategy", choices=["default", "mirrored"], default="default")
+    train_parser.add_argument("--devices", type=int, default=None, help="logical CPU devices for --strategy mirrored")
+    train_parser.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
+    train_parser.add_argument("--inner-steps", type=int, default=None)
+    train_parser.add_argument("--evaluation-inner-steps", type=int, default=None)
+    train_parser.add_argument("--inner-learning-rate", type=float, default=None)
+    train_parser.add_argument("--first-order", action="store_true")
+    train_parser.add_argument("--option", type=parse_option, action="append", help="method option key=value")
+    train_parser.add_argument("--output", default="runs/model")
+    train_parser.set_defaults(handler=train_command)
+
+    eval_parser = commands.add_parser("eval", help="few-shot accuracy ± 95%% CI on the Vinyals test split")
+    eval_parser.add_argument("model", help="model.keras or the training output directory")
+    add_data_argument(eval_parser)
+    eval_parser.add_argument("--settings", type=parse_settings, default=parse_settings(DEFAULT_SETTINGS))
+    eval_parser.add_argument("--episodes", type=int, default=600)
+    eval_parser.add_argument("--queries", type=int, default=15)
+    eval_parser.add_argument("--results-dir", default=None, help="write one JSON record per setting here")
+    eval_parser.add_argument("--run-name", default=None)
+    eval_parser.set_defaults(handler=eval_command)
+
+    results_parser = commands.add_parser("results", help="regenerate README's results table from the records")
+    results_parser.add_argument("--results-dir", default="benchmarks/results")
+    results_parser.add_argument("--readme", default="README.md")
+    results_parser.set_defaults(handler=results_command)
+
+    pipeline_parser = commands.add_parser("pipeline", help="the main job: train or load, then evaluate")
+    add_data_argument(pipeline_parser)
+    pipeline_parser.add_argument("--workdir", default="runs/pipeline")
+    pipeline_parser.add_argument("--minutes", type=float, default=3.0)
+    pipeline_parser.add_argument("--episodes", type=int, default=600)
+    pipeline_parser.add_argument("--retrain", action="store_true")
+    pipeline_parser.set_defaults(handler=pipeline_command)
+    return parser
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    from mssl_tf.data import DatasetNotFoundError
+
+    try:
+        return args.handler(args)
+    except DatasetNotFoundError as error:
+        print(f"mssl-tf: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

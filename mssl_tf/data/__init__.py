@@ -1,0 +1,24 @@
+"""Dataset sources and episode pipelines."""
+
+from mssl_tf.data.episodes import EVALUATION_SEED, EpisodeSpec, episode_dataset, evaluation_episodes
+from mssl_tf.data.omniglot import (
+    DATA_DIR_ENV,
+    DatasetNotFoundError,
+    load_characters,
+    load_split,
+    read_split,
+    resolve_data_dir,
+)
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "EVALUATION_SEED",
+    "DatasetNotFoundError",
+    "EpisodeSpec",
+    "episode_dataset",
+    "evaluation_episodes",
+    "load_characters",
+    "load_split",
+    "read_split",
+    "resolve_data_dir",
+]

@@ -1,0 +1,28 @@
+"""Methods: one registry from a name to a `keras.Model` class and its default options."""
+
+from mssl_tf.methods.episodic import EpisodicModel
+from mssl_tf.methods.maml import MAML
+from mssl_tf.methods.matching import MatchingNet
+from mssl_tf.methods.protonet import ProtoNet
+from mssl_tf.methods.reptile import Reptile
+
+METHODS = {
+    "protonet": (ProtoNet, {}),
+    "matching": (MatchingNet, {}),
+    "maml": (MAML, {}),
+    "fomaml": (MAML, {"first_order": True}),
+    "metasgd": (MAML, {"learn_inner_learning_rate": True}),
+    "anil": (MAML, {"adapt": "head"}),
+    "reptile": (Reptile, {"first_order": True}),
+}
+
+
+def build_method(name: str, backbone, **options):
+    """A method from the registry, e.g. `build_method("maml", conv4(), ways=5, inner_steps=1)`."""
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}; registered: {sorted(METHODS)}")
+    cls, defaults = METHODS[name]
+    return cls(backbone, **{**defaults, **options})
+
+
+__all__ = ["METHODS", "EpisodicModel", "MAML", "MatchingNet", "ProtoNet", "Reptile", "build_method"]

@@ -1,0 +1,102 @@
+"""`EpisodicModel`: the shared base of every meta-learner trained on N-way K-shot tasks."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+TASK_KEYS = ("support_images", "support_labels", "query_images", "query_labels")
+
+
+def task_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Mean sparse softmax cross-entropy over the last two axes' rows; keeps leading (task) axes."""
+    return tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits), axis=-1
+    )
+
+
+def replica_count() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+@keras.saving.register_keras_serializable(package="mssl_tf")
+class EpisodicModel(keras.Model):
+    """Base of episodic meta-learners.
+
+    A batch is a dict of a meta-batch of tasks (see `mssl_tf.data.episodes`). `train_step` takes the mean
+    query loss over the tasks, scales it for the replicas of the strategy (gradients are summed across
+    replicas by the optimizer) and applies it; `test_step` reports query loss and accuracy. Subclasses
+    implement `meta_learn(task, training)` for one task, or override `meta_batch_learn` to process the
+    tasks of a meta-batch together.
+
+    Calling the model maps images to embeddings with the backbone.
+
+    Args:
+        backbone: functional model mapping images to feature vectors.
+    """
+
+    def __init__(self, backbone: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
+
+    def call(self, images, training=False):
+        return self.backbone(images, training=training)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy_tracker]
+
+    def compile(self, optimizer="adam", **kwargs):
+        super().compile(optimizer=optimizer, **kwargs)
+        # Built here, inside the caller's strategy scope, never lazily inside a replica's tf.function.
+        self.optimizer.build(self.trainable_variables)
+
+    # === Hooks ===
+    def meta_learn(self, task: dict, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        """One task → (query loss scalar, query logits `[queries, ways]`)."""
+        raise NotImplementedError
+
+    def meta_batch_learn(self, batch: dict, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        """A meta-batch → (per-task query losses `[tasks]`, query logits `[tasks, queries, ways]`)."""
+        tasks = batch["support_images"].shape[0]
+        results = [self.meta_learn({key: batch[key][index] for key in TASK_KEYS}, training) for index in range(tasks)]
+        return tf.stack([loss for loss, _ in results]), tf.stack([logits for _, logits in results])
+
+    # === Keras steps ===
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            losses, logits = self.meta_batch_learn(data, training=True)
+            loss = tf.reduce_mean(losses)
+            scaled_loss = loss / replica_count()
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        return self.update_trackers(loss, logits, data["query_labels"])
+
+    def test_step(self, data):
+        losses, logits = self.meta_batch_learn(data, training=False)
+        return self.update_trackers(tf.reduce_mean(losses), logits, data["query_labels"])
+
+    def update_trackers(self, loss, logits, labels):
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(query_accuracy(logits, labels))
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    # === Config ===
+    def get_config(self):
+        config = super().get_config()
+        config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def query_accuracy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Per-task accuracy `[tasks]` of `logits [tasks, queries, ways]` against `labels [tasks, queries]`."""
+    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    return tf.reduce_mean(tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32), axis=-1)

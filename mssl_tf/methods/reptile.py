@@ -1,0 +1,36 @@
+"""Reptile (Nichol, Achiam & Schulman 2018)."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from mssl_tf.methods.episodic import replica_count, task_cross_entropy
+from mssl_tf.methods.maml import MAML
+
+
+@keras.saving.register_keras_serializable(package="mssl_tf")
+class Reptile(MAML):
+    """Reptile: train on each task with plain SGD, then move the initialization towards the adapted weights.
+
+    The outer update direction `theta - mean_t(phi_t)` is handed to the compiled optimizer as a gradient
+    (SGD with learning rate 1 is the paper's update; Adam is a common variant). The inner loop trains on
+    the whole task (support and query); evaluation adapts on the support set only, like MAML, and shares
+    MAML's batched inner loop.
+
+    Args: as `MAML`; `first_order` is implied.
+    """
+
+    def train_step(self, data):
+        images = tf.concat([data["support_images"], data["query_images"]], axis=1)
+        labels = tf.concat([data["support_labels"], data["query_labels"]], axis=1)
+        fast = self.adapt_to(images, labels, self.inner_steps, first_order=True)
+        directions = [
+            (variable.value - tf.reduce_mean(fast[variable.path], axis=0)) / replica_count()
+            for variable in self.adapted_variables
+        ]
+        self.optimizer.apply_gradients(zip(directions, self.adapted_variables))
+        logits = self.forward(fast, data["query_images"])
+        return self.update_trackers(
+            tf.reduce_mean(task_cross_entropy(data["query_labels"], logits)), logits, data["query_labels"]
+        )

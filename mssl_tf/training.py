@@ -1,0 +1,172 @@
+"""Episodic training driven by `model.fit`: data, strategy, optimizer schedule, time budget, learning curve."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+
+from mssl_tf import distribute
+from mssl_tf.backbones import build_backbone
+from mssl_tf.data import EpisodeSpec, episode_dataset, load_split
+from mssl_tf.evaluation import confidence_interval, episode_accuracies
+from mssl_tf.methods import build_method
+
+VALIDATION_SEED = 7  # validation episodes differ from the test episodes' seed
+
+
+@dataclass
+class TrainConfig:
+    method: str = "protonet"
+    backbone: str = "conv4"
+    data_dir: str | None = None
+    split: str = "train"
+    ways: int = 60
+    shots: int = 5
+    queries: int = 5
+    meta_batch: int = 1
+    steps: int = 1000
+    steps_per_epoch: int = 100
+    minutes: float | None = None
+    learning_rate: float = 1e-3
+    halve_every: int | None = 2000
+    seed: int = 0
+    strategy: str = "default"
+    devices: int | None = None
+    jit_compile: bool = False
+    validate_ways: int = 5
+    validate_shots: int = 1
+    validate_episodes: int = 200
+    method_options: dict = field(default_factory=dict)
+    output: str = "runs/model"
+    command: str = ""
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops `fit` once `minutes` of training have passed (checked after every step)."""
+
+    def __init__(self, minutes, clock):
+        super().__init__()
+        self.seconds = minutes * 60.0
+        self.clock = clock
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.clock.training_seconds() >= self.seconds:
+            self.model.stop_training = True
+
+
+class TrainingClock(keras.callbacks.Callback):
+    """Training wall time, excluding the time spent in validation; counts optimizer steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.start = None
+        self.excluded = 0.0
+        self.steps = 0
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+    def training_seconds(self):
+        return time.perf_counter() - self.start - self.excluded
+
+
+class ValidationCurve(keras.callbacks.Callback):
+    """After every epoch: accuracy on fixed validation episodes, recorded against training time."""
+
+    def __init__(self, class_images, spec, episodes, clock, meta_batch):
+        super().__init__()
+        self.class_images, self.spec, self.episodes = class_images, spec, episodes
+        self.clock, self.meta_batch = clock, meta_batch
+        self.points = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        start = time.perf_counter()
+        accuracies = episode_accuracies(self.model, self.class_images, self.spec, self.episodes, seed=VALIDATION_SEED)
+        mean, half_width = confidence_interval(accuracies)
+        self.clock.excluded += time.perf_counter() - start
+        point = {
+            "train_seconds": round(self.clock.training_seconds(), 1),
+            "steps": self.clock.steps,
+            "episodes": self.clock.steps * self.meta_batch,
+            "validation_accuracy": round(100 * mean, 2),
+            "validation_ci95": round(100 * half_width, 2),
+            "train_loss": float(logs.get("loss", math.nan)) if logs else math.nan,
+        }
+        self.points.append(point)
+        print(f"  validation {self.spec.ways}-way {self.spec.shots}-shot: {point}", flush=True)
+
+
+def build_model(config: TrainConfig):
+    backbone = build_backbone(config.backbone)
+    options = dict(config.method_options)
+    if config.method in ("maml", "fomaml", "metasgd", "anil", "reptile"):
+        options.setdefault("ways", config.ways)
+    return build_method(config.method, backbone, **options)
+
+
+def train(config: TrainConfig) -> dict:
+    """Trains one model, saves `<output>/model.keras` and `<output>/train.json`, returns the summary."""
+    keras.utils.set_random_seed(config.seed)
+    strategy = distribute.get_strategy(config.strategy, config.devices)
+    train_images = load_split(config.split, config.data_dir)
+    validation_images = load_split("val", config.data_dir)
+    spec = EpisodeSpec(config.ways, config.shots, config.queries)
+    dataset = episode_dataset(train_images, spec, config.meta_batch, seed=config.seed)
+
+    with strategy.scope():
+        model = build_model(config)
+        learning_rate = config.learning_rate
+        if config.halve_every:
+            learning_rate = keras.optimizers.schedules.ExponentialDecay(
+                config.learning_rate, config.halve_every, 0.5, staircase=True
+            )
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=config.jit_compile)
+
+    clock = TrainingClock()
+    validation_ways = min(config.validate_ways, getattr(model, "ways", config.validate_ways))
+    curve = ValidationCurve(
+        validation_images,
+        EpisodeSpec(validation_ways, config.validate_shots, 15),
+        config.validate_episodes,
+        clock,
+        config.meta_batch,
+    )
+    callbacks = [clock, curve]
+    if config.minutes:
+        callbacks.append(TimeBudget(config.minutes, clock))
+    epochs = max(1, math.ceil(config.steps / config.steps_per_epoch))
+    history = model.fit(dataset, steps_per_epoch=config.steps_per_epoch, epochs=epochs, callbacks=callbacks, verbose=2)
+
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    model.save(output / "model.keras")
+    summary = {
+        "config": asdict(config),
+        "train_seconds": round(clock.training_seconds(), 1),
+        "steps": clock.steps,
+        "episodes": clock.steps * config.meta_batch,
+        "labels_used": True,
+        "curve": curve.points,
+        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+    }
+    (output / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def load_trained(path: str | Path):
+    """A trained model (`model.keras` or its directory) and its training summary when present."""
+    path = Path(path)
+    model_file = path / "model.keras" if path.is_dir() else path
+    summary_file = model_file.parent / "train.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    import mssl_tf.methods  # noqa: F401  (registers the serializable classes)
+
+    return keras.saving.load_model(model_file), summary

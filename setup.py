@@ -1,0 +1,28 @@
+"""mssl-tf: meta-self-supervised learning for TensorFlow/Keras."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="mssl-tf",
+    version="0.1.0",
+    description="Meta-learning and self-supervised representation learning for TensorFlow/Keras, "
+    "from training to a served embedding endpoint.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["mssl_tf", "mssl_tf.*"]),
+    install_requires=[
+        "tensorflow==2.20.0",
+        "keras==3.15.1",
+        "numpy>=1.26,<2.5",
+        "pillow>=10,<14",
+    ],
+    extras_require={
+        "test": ["pytest==9.2.0"],
+        "serving": ["tensorflow-serving-api==2.20.0", "grpcio>=1.60"],
+        "tfds": ["tensorflow-datasets==4.9.10", "importlib_resources>=6"],
+        "models": ["tf-models-official==2.20.0"],
+    },
+    entry_points={"console_scripts": ["mssl-tf=mssl_tf.cli:main"]},
+)
