@@ -43,8 +43,8 @@ def add_data_argument(parser):
     )
 
 
-def command_line() -> str:
-    return "mssl-tf " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])
+def command_line(argv) -> str:
+    return "mssl-tf " + " ".join(shlex.quote(argument) for argument in argv)
 
 
 def train_command(args) -> int:
@@ -73,8 +73,9 @@ def train_command(args) -> int:
         devices=args.devices,
         jit_compile=args.jit_compile,
         method_options=options,
+        validate_episodes=args.validate_episodes,
         output=args.output,
-        command=command_line(),
+        command=args.command_line,
     )
     summary = train(config)
     print(f"trained {summary['steps']} steps ({summary['episodes']} tasks) in {summary['train_seconds']} s → "
@@ -82,13 +83,16 @@ def train_command(args) -> int:
     return 0
 
 
-def evaluate_and_record(model_path, settings, episodes, queries, data_dir, results_dir=None, run_name=None):
+def evaluate_and_record(
+    model_path, settings, episodes, queries, data_dir, results_dir=None, run_name=None, command=""
+):
     """Evaluates a trained model on the Vinyals test split; writes one record per setting when asked."""
-    from mssl_tf.data import EpisodeSpec, load_split
+    from mssl_tf.data import EpisodeSpec, load_split, resolve_data_dir
     from mssl_tf.evaluation import evaluate
     from mssl_tf.results import current_commit, write_record
     from mssl_tf.training import load_trained
 
+    data_dir = resolve_data_dir(data_dir)
     model, summary = load_trained(model_path)
     test_images = load_split("test", data_dir)
     train_config = summary.get("config", {})
@@ -111,7 +115,7 @@ def evaluate_and_record(model_path, settings, episodes, queries, data_dir, resul
             "train_tasks": summary.get("episodes", 0),
             "train_setting": {k: train_config.get(k) for k in ("ways", "shots", "queries", "meta_batch")},
             "labels_used": bool(summary.get("labels_used", True)),
-            "command": {"train": train_config.get("command", ""), "eval": command_line()},
+            "command": {"train": train_config.get("command", ""), "eval": command},
             "commit": current_commit(Path(__file__).parent),
             "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
         }
@@ -125,7 +129,8 @@ def evaluate_and_record(model_path, settings, episodes, queries, data_dir, resul
 
 def eval_command(args) -> int:
     evaluate_and_record(
-        args.model, args.settings, args.episodes, args.queries, args.data_dir, args.results_dir, args.run_name
+        args.model, args.settings, args.episodes, args.queries, args.data_dir, args.results_dir, args.run_name,
+        args.command_line,
     )
     return 0
 
@@ -148,10 +153,12 @@ def pipeline_command(args) -> int:
         print(f"[1/2] training ProtoNet on Omniglot (Vinyals train split) for {args.minutes} min")
         train(TrainConfig(
             method="protonet", data_dir=args.data_dir, ways=20, shots=5, queries=5, steps=100_000,
-            steps_per_epoch=100, minutes=args.minutes, output=args.workdir, command=command_line(),
+            steps_per_epoch=100, minutes=args.minutes, output=args.workdir, command=args.command_line,
         ))
     print("[2/2] evaluating on the Vinyals test split")
-    evaluate_and_record(model_path, parse_settings("5w1s,5w5s"), args.episodes, 15, args.data_dir)
+    evaluate_and_record(
+        model_path, parse_settings("5w1s,5w5s"), args.episodes, 15, args.data_dir, command=args.command_line
+    )
     return 0
 
 
@@ -182,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--inner-learning-rate", type=float, default=None)
     train_parser.add_argument("--first-order", action="store_true")
     train_parser.add_argument("--option", type=parse_option, action="append", help="method option key=value")
+    train_parser.add_argument("--validate-episodes", type=int, default=200,
+                              help="validation-split episodes scored after every epoch (learning curve)")
     train_parser.add_argument("--output", default="runs/model")
     train_parser.set_defaults(handler=train_command)
 
@@ -212,12 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    from mssl_tf.data import DatasetNotFoundError
-
+    args.command_line = command_line(argv)
     try:
         return args.handler(args)
-    except DatasetNotFoundError as error:
+    except FileNotFoundError as error:
         print(f"mssl-tf: {error}", file=sys.stderr)
         return 2
 

@@ -165,6 +165,9 @@ def load_trained(path: str | Path):
     """A trained model (`model.keras` or its directory) and its training summary when present."""
     path = Path(path)
     model_file = path / "model.keras" if path.is_dir() else path
+    if not model_file.is_file():
+        raise FileNotFoundError(f"No trained model at {model_file} (expected a .keras file or a directory holding "
+                                "model.keras, as written by `mssl-tf train --output DIR`)")
     summary_file = model_file.parent / "train.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     import mssl_tf.methods  # noqa: F401  (registers the serializable classes)

@@ -40,6 +40,9 @@ class EpisodicModel(keras.Model):
         self.backbone = backbone
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
+        # Every sub-layer is built in the constructors, so `fit` under a strategy does not trace `call` on the
+        # episode dict to build the model (subclasses that add layers must build them in `__init__`).
+        self.built = True
 
     def call(self, images, training=False):
         return self.backbone(images, training=training)

@@ -49,6 +49,10 @@ class MatchingNet(EpisodicModel):
             )
             self.support_projection = keras.layers.Dense(dim, use_bias=False)
             self.query_cell = keras.layers.LSTMCell(dim)
+            # Built now so that loading a saved model restores their weights.
+            self.support_lstm.build((1, None, dim))
+            self.support_projection.build((None, 2 * self.support_lstm.forward_layer.units))
+            self.query_cell.build((None, 2 * dim))
 
     def contextual_embeddings(self, support, query):
         if not self.full_context_embeddings:

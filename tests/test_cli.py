@@ -1,0 +1,56 @@
+"""The command line end to end on real Omniglot: train → eval → results records → README table."""
+
+import json
+
+import pytest
+
+from mssl_tf import cli, results
+
+
+def test_settings_parse_and_reject_garbage():
+    assert cli.parse_settings("5w1s, 20w5s") == [(5, 1), (20, 5)]
+    with pytest.raises(Exception, match="<ways>w<shots>s"):
+        cli.parse_settings("5-way")
+
+
+def test_missing_data_is_one_clear_error(tmp_path, capsys):
+    code = cli.main(["eval", str(tmp_path / "model.keras"), "--data-dir", str(tmp_path)])
+    assert code == 2
+    assert "MSSL_TF_OMNIGLOT_DIR" in capsys.readouterr().err
+
+
+def test_train_eval_and_results_table(tmp_path, omniglot_dir):
+    run = tmp_path / "run"
+    assert cli.main([
+        "train", "--method", "protonet", "--data-dir", str(omniglot_dir), "--ways", "5", "--shots", "1",
+        "--queries", "2", "--steps", "4", "--steps-per-epoch", "2", "--validate-episodes", "10",
+        "--output", str(run),
+    ]) == 0
+    summary = json.loads((run / "train.json").read_text())
+    assert summary["steps"] == 4 and len(summary["curve"]) == 2 and summary["train_seconds"] > 0
+
+    records_dir = tmp_path / "records"
+    assert cli.main([
+        "eval", str(run), "--data-dir", str(omniglot_dir), "--settings", "5w1s,20w1s", "--episodes", "20",
+        "--results-dir", str(records_dir), "--run-name", "tiny",
+    ]) == 0
+    records = results.read_records(records_dir)
+    assert {(r["ways"], r["shots"]) for r in records} == {(5, 1), (20, 1)}
+    for record in records:
+        assert set(results.REQUIRED_FIELDS) <= set(record)
+        assert record["episodes"] == 20 and record["labels_used"] is True and 0 <= record["accuracy"] <= 100
+        assert record["command"]["train"].startswith("mssl-tf train")
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{results.TABLE_START}\nold\n{results.TABLE_END}\noutro\n")
+    assert cli.main(["results", "--results-dir", str(records_dir), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old" not in text and "| tiny | protonet | yes |" in text and text.endswith("outro\n")
+
+
+def test_confidence_interval_is_1_96_standard_errors():
+    from mssl_tf.evaluation import confidence_interval
+
+    mean, half_width = confidence_interval([0.0, 1.0, 0.0, 1.0])
+    assert mean == 0.5
+    assert half_width == pytest.approx(1.96 * (1 / 3) ** 0.5 / 2)
