@@ -56,6 +56,10 @@ class EpisodicModel(keras.Model):
         # Built here, inside the caller's strategy scope, never lazily inside a replica's tf.function.
         self.optimizer.build(self.trainable_variables)
 
+    def compile_from_config(self, config):
+        # Loading a saved model recompiles it through the override above (and so restores the optimizer state).
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
     # === Hooks ===
     def meta_learn(self, task: dict, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
         """One task → (query loss scalar, query logits `[queries, ways]`)."""
