@@ -54,3 +54,15 @@ def test_confidence_interval_is_1_96_standard_errors():
     mean, half_width = confidence_interval([0.0, 1.0, 0.0, 1.0])
     assert mean == 0.5
     assert half_width == pytest.approx(1.96 * (1 / 3) ** 0.5 / 2)
+
+
+def test_pipeline_trains_then_reuses_the_trained_model(tmp_path, omniglot_dir, capsys):
+    workdir = tmp_path / "pipeline"
+    arguments = ["pipeline", "--data-dir", str(omniglot_dir), "--workdir", str(workdir), "--minutes", "0.05",
+                 "--episodes", "20"]
+    assert cli.main(arguments) == 0
+    first = capsys.readouterr().out
+    assert "training ProtoNet" in first and "5-way 5-shot" in first
+    assert (workdir / "model.keras").is_file()
+    assert cli.main(arguments) == 0
+    assert "loading the trained model" in capsys.readouterr().out

@@ -55,3 +55,28 @@ def test_second_load_reads_the_cache_instead_of_decoding(omniglot_dir, monkeypat
 
     monkeypatch.setattr(omniglot, "_decode_zip", no_decoding)
     assert omniglot.load_characters(omniglot_dir).images.shape[0] == 1623
+
+
+def test_tfds_record_layout_gives_the_same_characters(omniglot_dir):
+    """Records shaped like TFDS `omniglot` (105x105x3 PNG pixels, 0-based character ids) from the real zips."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    alphabet_names = ["Alphabet_of_the_Magi", "Korean"]
+    examples = []
+    with zipfile.ZipFile(omniglot_dir / "images_background.zip") as archive:
+        for member in sorted(archive.namelist()):
+            parts = member.split("/")
+            if len(parts) == 4 and parts[1] in alphabet_names and parts[2] in ("character01", "character02"):
+                pixels = np.asarray(Image.open(io.BytesIO(archive.read(member))).convert("RGB"))
+                examples.append({"image": pixels, "alphabet": alphabet_names.index(parts[1]),
+                                 "alphabet_char_id": int(parts[2][-2:]) - 1})
+    assert examples[0]["image"].shape == (105, 105, 3)
+    converted = omniglot.characters_from_examples(examples, alphabet_names)
+    assert converted.names == ("Alphabet_of_the_Magi/character01", "Alphabet_of_the_Magi/character02",
+                               "Korean/character01", "Korean/character02")
+    reference = omniglot.load_characters(omniglot_dir)
+    for position, name in enumerate(converted.names):
+        np.testing.assert_array_equal(converted.images[position], reference.images[reference.names.index(name)])

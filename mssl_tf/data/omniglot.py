@@ -56,10 +56,10 @@ def default_data_dir() -> Path | None:
     return None
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+def resolve_data_dir(data_dir: str | os.PathLike | None, require_zips: bool = True) -> Path:
     """Checks that `data_dir` (or the default) holds the zips and split files; raises one clear error if not."""
     path = Path(data_dir) if data_dir else default_data_dir()
-    expected = [*ZIP_NAMES, *(f"splits/vinyals/{name}.txt" for name in SPLIT_NAMES)]
+    expected = [*(ZIP_NAMES if require_zips else ()), *(f"splits/vinyals/{name}.txt" for name in SPLIT_NAMES)]
     if path is None:
         raise DatasetNotFoundError(
             f"No Omniglot directory given. Pass --data-dir or set ${DATA_DIR_ENV} to a directory holding: "
@@ -87,14 +87,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def preprocess(image) -> np.ndarray:
+    """One Omniglot drawing (PIL image or array, white background) → 28x28 uint8 with ink = 255."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image.squeeze() if image.ndim == 3 and image.shape[-1] == 1 else image)
+    small = image.convert("L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+    ink = 255.0 - np.asarray(small, dtype=np.float32)
+    return np.clip(np.rint(ink), 0, 255).astype(np.uint8)
+
+
 def decode_png(data: bytes) -> np.ndarray:
-    """One Omniglot PNG (105x105, white background) → 28x28 uint8 with ink = 255."""
+    """One Omniglot PNG (105x105) → 28x28 uint8 with ink = 255."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
-        small = image.convert("L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
-    ink = 255.0 - np.asarray(small, dtype=np.float32)
-    return np.clip(np.rint(ink), 0, 255).astype(np.uint8)
+        return preprocess(image)
 
 
 def _decode_zip(zip_path: Path) -> dict[str, np.ndarray]:
@@ -135,11 +144,45 @@ def load_characters(data_dir: str | os.PathLike | None = None) -> OmniglotCharac
     return OmniglotCharacters(names, images)
 
 
+def characters_from_examples(examples, alphabet_names) -> OmniglotCharacters:
+    """Characters from records in the TFDS `omniglot` layout (`image`, `alphabet`, `alphabet_char_id`).
+
+    TFDS numbers characters from 0 (`characterNN` is `alphabet_char_id + 1`) and names alphabets by index.
+    """
+    drawings: dict[str, list[np.ndarray]] = {}
+    for example in examples:
+        name = f"{alphabet_names[int(example['alphabet'])]}/character{int(example['alphabet_char_id']) + 1:02d}"
+        drawings.setdefault(name, []).append(preprocess(np.asarray(example["image"])))
+    incomplete = {name: len(images) for name, images in drawings.items() if len(images) != DRAWINGS_PER_CHARACTER}
+    if incomplete:
+        raise ValueError(f"Characters without {DRAWINGS_PER_CHARACTER} drawings: {dict(list(incomplete.items())[:3])}")
+    names = tuple(sorted(drawings))
+    return OmniglotCharacters(names, np.stack([np.stack(drawings[name]) for name in names]))
+
+
+def load_characters_from_tfds(tfds_data_dir: str | None = None) -> OmniglotCharacters:
+    """All 1623 characters through TensorFlow Datasets (`pip install mssl-tf[tfds]`; downloads unless prepared).
+
+    The Vinyals split files still come from the Omniglot directory (`--data-dir`). TFDS checks the upstream zips'
+    registered checksums, so this path needs the original files from the internet; for repacked local zips use
+    `load_characters(data_dir)`, which reads the official layout directly.
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise ImportError("The TFDS source needs tensorflow-datasets: pip install 'mssl-tf[tfds]'") from error
+    builder = tfds.builder("omniglot", data_dir=tfds_data_dir)
+    builder.download_and_prepare()
+    alphabet_names = builder.info.features["alphabet"].names
+    examples = (example for split in ("train", "test") for example in tfds.as_numpy(builder.as_dataset(split=split)))
+    return characters_from_examples(examples, alphabet_names)
+
+
 def read_split(split: str, data_dir: str | os.PathLike | None = None) -> list[tuple[str, int]]:
     """The Vinyals split as `(character name, rotation in degrees)` pairs, in file order."""
     if split not in SPLIT_NAMES:
         raise ValueError(f"Unknown Omniglot split {split!r}; expected one of {SPLIT_NAMES}")
-    lines = (resolve_data_dir(data_dir) / "splits" / "vinyals" / f"{split}.txt").read_text().split()
+    lines = (resolve_data_dir(data_dir, require_zips=False) / "splits" / "vinyals" / f"{split}.txt").read_text().split()
     classes = []
     for line in lines:
         alphabet, character, rotation = line.split("/")
@@ -147,9 +190,17 @@ def read_split(split: str, data_dir: str | os.PathLike | None = None) -> list[tu
     return classes
 
 
-def load_split(split: str, data_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """Images of one Vinyals split: uint8 `[classes, 20, 28, 28]`, each class a character at one rotation."""
-    characters = load_characters(data_dir)
+def load_split(split: str, data_dir: str | os.PathLike | None = None, source: str = "zips") -> np.ndarray:
+    """Images of one Vinyals split: uint8 `[classes, 20, 28, 28]`, each class a character at one rotation.
+
+    Args:
+        split: `train`, `val`, `trainval` or `test`.
+        data_dir: directory of the zips and split files (see `resolve_data_dir`).
+        source: `zips` (the official zips in `data_dir`) or `tfds` (TensorFlow Datasets; splits from `data_dir`).
+    """
+    if source not in ("zips", "tfds"):
+        raise ValueError(f"Unknown Omniglot source {source!r}; expected 'zips' or 'tfds'")
+    characters = load_characters_from_tfds() if source == "tfds" else load_characters(data_dir)
     index = {name: position for position, name in enumerate(characters.names)}
     classes = read_split(split, data_dir)
     unknown = [name for name, _ in classes if name not in index]
