@@ -84,9 +84,10 @@ def train_command(args) -> int:
 
 
 def evaluate_and_record(
-    model_path, settings, episodes, queries, data_dir, results_dir=None, run_name=None, command=""
+    model_path, settings, episodes, queries, data_dir, results_dir=None, run_name=None, command="",
+    split="test", evaluation_inner_steps=None,
 ):
-    """Evaluates a trained model on the Vinyals test split; writes one record per setting when asked."""
+    """Evaluates a trained model on a Vinyals split (test by default); writes one record per setting when asked."""
     from mssl_tf.data import EpisodeSpec, load_split, resolve_data_dir
     from mssl_tf.evaluation import evaluate
     from mssl_tf.results import current_commit, write_record
@@ -94,9 +95,18 @@ def evaluate_and_record(
 
     data_dir = resolve_data_dir(data_dir)
     model, summary = load_trained(model_path)
-    test_images = load_split("test", data_dir)
+    if evaluation_inner_steps is not None:
+        if not hasattr(model, "evaluation_inner_steps"):
+            raise ValueError(f"{type(model).__name__} has no inner loop; drop --evaluation-inner-steps")
+        model.evaluation_inner_steps = evaluation_inner_steps
+    test_images = load_split(split, data_dir)
     train_config = summary.get("config", {})
     rows = []
+    if results_dir and summary:
+        # The learning curve (validation accuracy against training time) is kept beside the test records.
+        curve_file = Path(results_dir) / f"{run_name or Path(model_path).name}_training.json"
+        curve_file.parent.mkdir(parents=True, exist_ok=True)
+        curve_file.write_text(json.dumps(summary, indent=2) + "\n")
     for ways, shots in settings:
         if getattr(model, "ways", ways) != ways:
             print(f"skipping {ways}-way {shots}-shot: the model's classifier is {model.ways}-way")
@@ -105,10 +115,12 @@ def evaluate_and_record(
         record = {
             "run": run_name or Path(model_path).name,
             "method": train_config.get("method", type(model).__name__.lower()),
-            "method_options": train_config.get("method_options", {}),
+            "method_options": {**train_config.get("method_options", {}),
+                               **({"evaluation_inner_steps": model.evaluation_inner_steps}
+                                  if hasattr(model, "evaluation_inner_steps") else {})},
             "backbone": train_config.get("backbone", "conv4"),
             "dataset": "omniglot",
-            "split": "test (Vinyals)",
+            "split": f"{split} (Vinyals)",
             "train_split": train_config.get("split", "unknown"),
             **result,
             "train_seconds": summary.get("train_seconds", 0.0),
@@ -130,7 +142,7 @@ def evaluate_and_record(
 def eval_command(args) -> int:
     evaluate_and_record(
         args.model, args.settings, args.episodes, args.queries, args.data_dir, args.results_dir, args.run_name,
-        args.command_line,
+        args.command_line, args.split, args.evaluation_inner_steps,
     )
     return 0
 
@@ -200,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("--settings", type=parse_settings, default=parse_settings(DEFAULT_SETTINGS))
     eval_parser.add_argument("--episodes", type=int, default=600)
     eval_parser.add_argument("--queries", type=int, default=15)
+    eval_parser.add_argument("--split", choices=["test", "val"], default="test",
+                             help="val to choose options (e.g. inner steps) without touching the test split")
+    eval_parser.add_argument("--evaluation-inner-steps", type=int, default=None,
+                             help="inner-loop steps at evaluation for MAML-family models")
     eval_parser.add_argument("--results-dir", default=None, help="write one JSON record per setting here")
     eval_parser.add_argument("--run-name", default=None)
     eval_parser.set_defaults(handler=eval_command)

@@ -68,12 +68,12 @@ def render_table(records: list[dict]) -> str:
 
 
 def update_readme(readme: str | Path, results_dir: str | Path) -> str:
-    """Replaces the text between the table markers in `readme` with the table of `results_dir`'s records."""
+    """Replaces the text between the table markers in `readme` with the table of `results_dir`'s test records."""
     path = Path(readme)
     text = path.read_text()
     if TABLE_START not in text or TABLE_END not in text:
         raise ValueError(f"{path} has no results-table markers ({TABLE_START} ... {TABLE_END})")
-    table = render_table(read_records(results_dir))
+    table = render_table([r for r in read_records(results_dir) if str(r["split"]).startswith("test")])
     pattern = re.compile(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), re.DOTALL)
     path.write_text(pattern.sub(lambda _: f"{TABLE_START}\n{table}\n{TABLE_END}", text))
     return table

@@ -35,6 +35,7 @@ def test_train_eval_and_results_table(tmp_path, omniglot_dir):
         "--results-dir", str(records_dir), "--run-name", "tiny",
     ]) == 0
     records = results.read_records(records_dir)
+    assert json.loads((records_dir / "tiny_training.json").read_text())["curve"]
     assert {(r["ways"], r["shots"]) for r in records} == {(5, 1), (20, 1)}
     for record in records:
         assert set(results.REQUIRED_FIELDS) <= set(record)
