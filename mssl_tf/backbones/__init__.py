@@ -1,6 +1,7 @@
 """Backbones: functional models mapping images to feature vectors."""
 
 from mssl_tf.backbones.conv4 import conv4
+from mssl_tf.backbones.fused_batch_norm import FusedBatchNormalization
 
 BACKBONES = {"conv4": conv4}
 
@@ -12,4 +13,4 @@ def build_backbone(name: str, **kwargs):
     return BACKBONES[name](**kwargs)
 
 
-__all__ = ["BACKBONES", "build_backbone", "conv4"]
+__all__ = ["BACKBONES", "FusedBatchNormalization", "build_backbone", "conv4"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from mssl_tf.backbones.fused_batch_norm import FusedBatchNormalization
+
 
 def conv4(
     input_shape: tuple[int, int, int] = (28, 28, 1),
@@ -12,6 +14,8 @@ def conv4(
     name: str = "conv4",
 ) -> keras.Model:
     """Builds Conv-4: `blocks` x [3x3 conv (`filters`), batch norm, ReLU, 2x2 max-pool], then flatten.
+
+    (Computed as conv, batch norm, max-pool, ReLU: the same function, cheaper.)
 
     On 28x28 inputs the output is a 64-d feature vector (1x1x64).
 
@@ -27,9 +31,11 @@ def conv4(
     images = keras.Input(shape=tuple(input_shape), name="images")
     x = images
     for block in range(blocks):
-        x = keras.layers.Conv2D(filters, 3, padding="same", name=f"block{block}_conv")(x)
-        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"block{block}_bn")(x)
-        x = keras.layers.ReLU(name=f"block{block}_relu")(x)
+        # No conv bias: batch norm cancels it. Pooling before ReLU gives the same values (ReLU is monotone) on
+        # a 4x smaller tensor. Both save a full pass over the largest activations.
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv")(x)
+        x = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name=f"block{block}_bn")(x)
         x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+        x = keras.layers.ReLU(name=f"block{block}_relu")(x)
     features = keras.layers.Flatten(name="features")(x)
     return keras.Model(images, features, name=name)

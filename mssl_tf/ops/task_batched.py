@@ -15,6 +15,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from mssl_tf.backbones.fused_batch_norm import fused_batch_norm
+
 _POOLS = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 _PASSIVE = (keras.layers.InputLayer,)
 
@@ -100,11 +102,11 @@ def forward(model: keras.Model, weights: dict[str, tf.Tensor], images: tf.Tensor
             gamma = tf.reshape(weight(layer.gamma), [-1])
             beta = tf.reshape(weight(layer.beta), [-1])
             if training:
-                mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+                x, _, _ = fused_batch_norm(x, gamma, beta, layer.epsilon)
             else:
                 mean = tf.reshape(weight(layer.moving_mean), [-1])
                 variance = tf.reshape(weight(layer.moving_variance), [-1])
-            x = tf.nn.batch_normalization(x, mean, variance, beta, gamma, layer.epsilon)
+                x = tf.nn.batch_normalization(x, mean, variance, beta, gamma, layer.epsilon)
         elif isinstance(layer, keras.layers.ReLU):
             x = layer(x)
         elif isinstance(layer, keras.layers.Activation):
