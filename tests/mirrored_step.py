@@ -39,9 +39,10 @@ def one_step(strategy, name, initial_weights, batch):
         # Plain SGD: a gradient off by a factor (e.g. the replica count) changes the update, unlike Adam's first step.
         model.compile(keras.optimizers.SGD(0.05))
     weights = [w.copy() for w in model.get_weights()]
+    initial_trainable = [v.numpy() for v in model.trainable_variables]
     history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, steps_per_epoch=1, verbose=0)
     trainable = [v.numpy() for v in model.trainable_variables]
-    return weights, history.history["loss"][0], trainable
+    return weights, history.history["loss"][0], initial_trainable, trainable
 
 
 def main(names):
@@ -50,13 +51,16 @@ def main(names):
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     for name in names:
         keras.utils.set_random_seed(0)
-        initial, single_loss, single_weights = one_step(tf.distribute.get_strategy(), name, None, batch)
-        _, mirrored_loss, mirrored_weights = one_step(mirrored, name, initial, batch)
-        update = max(float(np.abs(w - i).max()) for w, i in zip(single_weights, initial[: len(single_weights)]))
-        difference = max(float(np.abs(a - b).max()) for a, b in zip(single_weights, mirrored_weights))
+        initial, single_loss, initial_trainable, single_weights = one_step(
+            tf.distribute.get_strategy(), name, None, batch
+        )
+        _, mirrored_loss, _, mirrored_weights = one_step(mirrored, name, initial, batch)
+        update = np.concatenate([(w - i).ravel() for w, i in zip(single_weights, initial_trainable)])
+        difference = np.concatenate([(a - b).ravel() for a, b in zip(single_weights, mirrored_weights)])
         print(json.dumps({
             "method": name, "replicas": mirrored.num_replicas_in_sync, "single_loss": single_loss,
-            "mirrored_loss": mirrored_loss, "largest_update": update, "largest_weight_difference": difference,
+            "mirrored_loss": mirrored_loss, "update_norm": float(np.linalg.norm(update)),
+            "difference_norm": float(np.linalg.norm(difference)),
         }), flush=True)
 
 

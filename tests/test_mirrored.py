@@ -26,6 +26,7 @@ def step_results():
 def test_two_replicas_equal_one(name, step_results):
     result = step_results[name]
     assert result["replicas"] == 2
-    assert result["largest_update"] > 1e-4, "the step must move the weights for the comparison to mean anything"
+    assert result["update_norm"] > 1e-3, "the step must move the weights for the comparison to mean anything"
     assert result["mirrored_loss"] == pytest.approx(result["single_loss"], rel=1e-5, abs=1e-6)
-    assert result["largest_weight_difference"] < 1e-5 + 1e-3 * result["largest_update"]
+    # A gradient summed without the 1/replicas scaling (or averaged twice) would differ by the whole update.
+    assert result["difference_norm"] < 1e-3 * result["update_norm"]
