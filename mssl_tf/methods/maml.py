@@ -5,10 +5,12 @@ Fast weights are plain tensors, never assigned to variables and never a cloned m
 differentiates the support loss with respect to them under a tape nested inside `train_step`'s tape, so
 the outer gradient flows through the inner updates (second order) unless `first_order=True` stops it.
 
-The tasks of a meta-batch are adapted together: every task's fast weights carry a leading task axis and
-the network runs once for all tasks with grouped convolutions (`mssl_tf.ops.task_batched`). Models that
-path does not support, or `task_batching=False`, run `network.stateless_call` task by task instead; both
-paths give the same numbers (tested).
+Two ways to run the tasks of a meta-batch, same numbers (tested):
+- `task_batching=True`: every task's fast weights carry a leading task axis and the network runs once for all
+  tasks with grouped convolutions (`mssl_tf.ops.task_batched`);
+- `task_batching=False` (and models the grouped path does not support): `network.stateless_call` per task
+  inside `tf.map_fn`, a compiled loop traced once whatever the meta-batch size.
+benchmarks/README.md says which is faster where.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class MAML(EpisodicModel):
         first_order: drop the second-order term (the inner gradients are treated as constants).
         learn_inner_learning_rate: Meta-SGD, one learned step size per parameter.
         adapt: `"all"` parameters in the inner loop, or only the classifier (`"head"`, ANIL).
-        task_batching: run all tasks of a meta-batch through the network at once.
+        task_batching: run all tasks of a meta-batch through the network at once (grouped convolutions)
+            instead of a compiled loop over tasks.
 
     Example:
         >>> model = MAML(conv4(), ways=5, inner_steps=1, inner_learning_rate=0.4)
@@ -93,38 +96,29 @@ class MAML(EpisodicModel):
         return self.network(images, training=training)
 
     # === Inner loop ===
-    def forward(self, fast_weights, images):
-        """Logits `[tasks, n, ways]` for `images [tasks, n, ...]` under per-task `fast_weights`."""
-        if self.batched:
-            return task_batched.forward(self.network, fast_weights, images, training=True)
+    def grouped_logits(self, fast_weights, images):
+        """Logits `[tasks, n, ways]` for `images [tasks, n, ...]`, all tasks in one grouped-convolution pass."""
+        return task_batched.forward(self.network, fast_weights, images, training=True)
+
+    def stateless_logits(self, fast_weights, images):
+        """Logits `[n, ways]` for one task's `images [n, ...]` under its `fast_weights` (`stateless_call`)."""
+        trainable = [fast_weights.get(v.path, v.value) for v in self.network.trainable_variables]
         non_trainable = [variable.value for variable in self.network.non_trainable_variables]
-        outputs = []
-        for task in range(images.shape[0]):
-            trainable = [
-                fast_weights[variable.path][task] if variable.path in fast_weights else variable.value
-                for variable in self.network.trainable_variables
-            ]
-            logits, _ = self.network.stateless_call(trainable, non_trainable, images[task], training=True)
-            outputs.append(logits)
-        return tf.stack(outputs)
+        logits, _ = self.network.stateless_call(trainable, non_trainable, images, training=True)
+        return logits
 
-    def adapt_to(self, images, labels, steps, first_order=None):
-        """Fast weights after `steps` gradient steps on `images [tasks, n, ...]`, `labels [tasks, n]`.
+    def inner_loop(self, fast_weights, images, labels, steps, logits_fn, first_order=None):
+        """`steps` gradient steps on the cross-entropy of `logits_fn(fast_weights, images)` against `labels`.
 
-        Returns:
-            dict variable path → tensor `[tasks, *variable.shape]`.
+        The losses of several tasks are summed, so each task's fast weights follow their own task's gradient.
         """
         first_order = self.first_order if first_order is None else first_order
-        tasks = images.shape[0]
-        fast = {
-            variable.path: tf.broadcast_to(variable.value[tf.newaxis], [tasks, *variable.shape])
-            for variable in self.adapted_variables
-        }
-        paths = list(fast)
+        fast = dict(fast_weights)
+        paths = [variable.path for variable in self.adapted_variables]
         for _ in range(steps):
             with tf.GradientTape() as tape:
                 tape.watch([fast[path] for path in paths])
-                loss = tf.reduce_sum(task_cross_entropy(labels, self.forward(fast, images)))
+                loss = tf.reduce_sum(task_cross_entropy(labels, logits_fn(fast, images)))
             gradients = tape.gradient(loss, [fast[path] for path in paths])
             for index, (path, gradient) in enumerate(zip(paths, gradients)):
                 if first_order:
@@ -133,10 +127,43 @@ class MAML(EpisodicModel):
                 fast[path] = fast[path] - rate * gradient
         return fast
 
+    def adapt_tasks(self, images, labels, steps, query_images, first_order=None):
+        """Adapts to each task of a meta-batch and classifies its queries.
+
+        Args:
+            images, labels: `[tasks, n, ...]`, `[tasks, n]` to adapt on.
+            steps: inner-loop steps.
+            query_images: `[tasks, q, ...]` classified with the adapted weights.
+
+        Returns:
+            (fast weights: variable path → `[tasks, *shape]`, query logits `[tasks, q, ways]`).
+        """
+        if self.batched:
+            tasks = images.shape[0]
+            initial = {
+                v.path: tf.broadcast_to(v.value[tf.newaxis], [tasks, *v.shape]) for v in self.adapted_variables
+            }
+            fast = self.inner_loop(initial, images, labels, steps, self.grouped_logits, first_order)
+            return fast, self.grouped_logits(fast, query_images)
+        paths = [variable.path for variable in self.adapted_variables]
+
+        def one_task(task):
+            task_images, task_labels, task_queries = task
+            initial = {variable.path: variable.value for variable in self.adapted_variables}
+            fast = self.inner_loop(initial, task_images, task_labels, steps, self.stateless_logits, first_order)
+            return [fast[path] for path in paths], self.stateless_logits(fast, task_queries)
+
+        signature = (
+            [tf.TensorSpec(variable.shape, variable.dtype) for variable in self.adapted_variables],
+            tf.TensorSpec([query_images.shape[1], self.ways], tf.float32),
+        )
+        # A compiled loop over tasks: one trace of the task body whatever the meta-batch size.
+        fast_list, logits = tf.map_fn(one_task, (images, labels, query_images), fn_output_signature=signature)
+        return dict(zip(paths, fast_list)), logits
+
     def meta_batch_learn(self, batch, training):
         steps = self.inner_steps if training else self.evaluation_inner_steps
-        fast = self.adapt_to(batch["support_images"], batch["support_labels"], steps)
-        logits = self.forward(fast, batch["query_images"])
+        _, logits = self.adapt_tasks(batch["support_images"], batch["support_labels"], steps, batch["query_images"])
         return task_cross_entropy(batch["query_labels"], logits), logits
 
     def get_config(self):

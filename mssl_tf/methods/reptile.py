@@ -15,7 +15,8 @@ class Reptile(MAML):
 
     The outer update direction `theta - mean_t(phi_t)` is handed to the compiled optimizer as a gradient
     (SGD with learning rate 1 is the paper's update; Adam is a common variant). The inner loop trains on
-    the whole task (support and query); evaluation adapts on the support set only, like MAML, and shares
+    the whole task (support and query) and reports its query loss and accuracy after
+    adaptation (optimistic: those queries were trained on); evaluation adapts on the support set only, like MAML, and shares
     MAML's batched inner loop.
 
     Args: as `MAML`; `first_order` is implied.
@@ -24,13 +25,12 @@ class Reptile(MAML):
     def train_step(self, data):
         images = tf.concat([data["support_images"], data["query_images"]], axis=1)
         labels = tf.concat([data["support_labels"], data["query_labels"]], axis=1)
-        fast = self.adapt_to(images, labels, self.inner_steps, first_order=True)
+        fast, logits = self.adapt_tasks(images, labels, self.inner_steps, data["query_images"], first_order=True)
         directions = [
             (variable.value - tf.reduce_mean(fast[variable.path], axis=0)) / replica_count()
             for variable in self.adapted_variables
         ]
         self.optimizer.apply_gradients(zip(directions, self.adapted_variables))
-        logits = self.forward(fast, data["query_images"])
         return self.update_trackers(
             tf.reduce_mean(task_cross_entropy(data["query_labels"], logits)), logits, data["query_labels"]
         )
