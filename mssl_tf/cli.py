@@ -41,6 +41,11 @@ def add_data_argument(parser):
         help="Omniglot directory (official zips + splits/vinyals/*.txt); default $MSSL_TF_OMNIGLOT_DIR "
         "or ../shared/data/omniglot",
     )
+    parser.add_argument(
+        "--source", choices=["zips", "tfds"], default="zips",
+        help="decode the official zips in --data-dir, or read Omniglot through TensorFlow Datasets "
+        "(pip install 'mssl-tf[tfds]'; split files still come from --data-dir)",
+    )
 
 
 def command_line(argv) -> str:
@@ -59,6 +64,7 @@ def train_command(args) -> int:
     config = TrainConfig(
         method=args.method,
         data_dir=args.data_dir,
+        source=args.source,
         ways=args.ways,
         shots=args.shots,
         queries=args.queries,
@@ -85,7 +91,7 @@ def train_command(args) -> int:
 
 def evaluate_and_record(
     model_path, settings, episodes, queries, data_dir, results_dir=None, run_name=None, command="",
-    split="test", evaluation_inner_steps=None,
+    split="test", evaluation_inner_steps=None, source="zips",
 ):
     """Evaluates a trained model on a Vinyals split (test by default); writes one record per setting when asked."""
     from mssl_tf.data import EpisodeSpec, load_split, resolve_data_dir
@@ -93,13 +99,13 @@ def evaluate_and_record(
     from mssl_tf.results import current_commit, write_record
     from mssl_tf.training import load_trained
 
-    data_dir = resolve_data_dir(data_dir)
+    data_dir = resolve_data_dir(data_dir, require_zips=source == "zips")
     model, summary = load_trained(model_path)
     if evaluation_inner_steps is not None:
         if not hasattr(model, "evaluation_inner_steps"):
             raise ValueError(f"{type(model).__name__} has no inner loop; drop --evaluation-inner-steps")
         model.evaluation_inner_steps = evaluation_inner_steps
-    test_images = load_split(split, data_dir)
+    test_images = load_split(split, data_dir, source)
     train_config = summary.get("config", {})
     rows = []
     if results_dir and summary:
@@ -142,7 +148,7 @@ def evaluate_and_record(
 def eval_command(args) -> int:
     evaluate_and_record(
         args.model, args.settings, args.episodes, args.queries, args.data_dir, args.results_dir, args.run_name,
-        args.command_line, args.split, args.evaluation_inner_steps,
+        args.command_line, args.split, args.evaluation_inner_steps, args.source,
     )
     return 0
 
@@ -164,12 +170,13 @@ def pipeline_command(args) -> int:
     else:
         print(f"[1/2] training ProtoNet on Omniglot (Vinyals train split) for {args.minutes} min")
         train(TrainConfig(
-            method="protonet", data_dir=args.data_dir, ways=20, shots=5, queries=5, steps=100_000,
+            method="protonet", data_dir=args.data_dir, source=args.source, ways=20, shots=5, queries=5, steps=100_000,
             steps_per_epoch=100, minutes=args.minutes, output=args.workdir, command=args.command_line,
         ))
     print("[2/2] evaluating on the Vinyals test split")
     evaluate_and_record(
-        model_path, parse_settings("5w1s,5w5s"), args.episodes, 15, args.data_dir, command=args.command_line
+        model_path, parse_settings("5w1s,5w5s"), args.episodes, 15, args.data_dir, command=args.command_line,
+        source=args.source,
     )
     return 0
 

@@ -24,6 +24,7 @@ class TrainConfig:
     method: str = "protonet"
     backbone: str = "conv4"
     data_dir: str | None = None
+    source: str = "zips"
     split: str = "train"
     ways: int = 60
     shots: int = 5
@@ -116,8 +117,8 @@ def train(config: TrainConfig) -> dict:
     """Trains one model, saves `<output>/model.keras` and `<output>/train.json`, returns the summary."""
     keras.utils.set_random_seed(config.seed)
     strategy = distribute.get_strategy(config.strategy, config.devices)
-    train_images = load_split(config.split, config.data_dir)
-    validation_images = load_split("val", config.data_dir)
+    train_images = load_split(config.split, config.data_dir, config.source)
+    validation_images = load_split("val", config.data_dir, config.source)
     spec = EpisodeSpec(config.ways, config.shots, config.queries)
     dataset = episode_dataset(train_images, spec, config.meta_batch, seed=config.seed)
 
