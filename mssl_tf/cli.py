@@ -80,6 +80,7 @@ def train_command(args) -> int:
         jit_compile=args.jit_compile,
         method_options=options,
         validate_episodes=args.validate_episodes,
+        tensorboard=args.tensorboard,
         output=args.output,
         command=args.command_line,
     )
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--option", type=parse_option, action="append", help="method option key=value")
     train_parser.add_argument("--validate-episodes", type=int, default=200,
                               help="validation-split episodes scored after every epoch (learning curve)")
+    train_parser.add_argument("--tensorboard", default=None, help="write TensorBoard logs to this directory")
     train_parser.add_argument("--output", default="runs/model")
     train_parser.set_defaults(handler=train_command)
 

@@ -43,6 +43,7 @@ class TrainConfig:
     validate_shots: int = 1
     validate_episodes: int = 200
     method_options: dict = field(default_factory=dict)
+    tensorboard: str | None = None
     output: str = "runs/model"
     command: str = ""
 
@@ -143,6 +144,8 @@ def train(config: TrainConfig) -> dict:
     callbacks = [clock, curve]
     if config.minutes:
         callbacks.append(TimeBudget(config.minutes, clock))
+    if config.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
     epochs = max(1, math.ceil(config.steps / config.steps_per_epoch))
     history = model.fit(dataset, steps_per_epoch=config.steps_per_epoch, epochs=epochs, callbacks=callbacks, verbose=2)
 

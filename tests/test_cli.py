@@ -24,8 +24,9 @@ def test_train_eval_and_results_table(tmp_path, omniglot_dir):
     assert cli.main([
         "train", "--method", "protonet", "--data-dir", str(omniglot_dir), "--ways", "5", "--shots", "1",
         "--queries", "2", "--steps", "4", "--steps-per-epoch", "2", "--validate-episodes", "10",
-        "--output", str(run),
+        "--tensorboard", str(tmp_path / "logs"), "--output", str(run),
     ]) == 0
+    assert list((tmp_path / "logs").rglob("events.out.tfevents.*")), "TensorBoard wrote no event file"
     summary = json.loads((run / "train.json").read_text())
     assert summary["steps"] == 4 and len(summary["curve"]) == 2 and summary["train_seconds"] > 0
 
