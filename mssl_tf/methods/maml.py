@@ -91,10 +91,6 @@ class MAML(EpisodicModel):
                 for index, variable in enumerate(self.adapted_variables)
             ]
 
-    def classify(self, images, training=False):
-        """Logits of the (unadapted) network for a batch of images."""
-        return self.network(images, training=training)
-
     # === Inner loop ===
     def grouped_logits(self, fast_weights, images):
         """Logits `[tasks, n, ways]` for `images [tasks, n, ...]`, all tasks in one grouped-convolution pass."""
