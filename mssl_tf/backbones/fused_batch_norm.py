@@ -12,7 +12,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     Keras 3 normalizes with separate moments / normalize ops, each a full pass over the activations; the fused
     kernel computes the same values (biased batch variance, same moving-average update) in one pass and is
-    about 4x faster forward and backward on Conv-4's first block (benchmarks/README.md). Inference and other
+    about 5x faster forward and backward on Conv-4's first block (benchmarks/README.md), though its second
+    derivative is slower than the unfused ops'. Inference and other
     input ranks use the Keras path unchanged.
     """
 
