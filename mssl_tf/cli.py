@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_parser.add_argument("--episodes", type=int, default=600)
     pipeline_parser.add_argument("--retrain", action="store_true")
     pipeline_parser.set_defaults(handler=pipeline_command)
+
+    from mssl_tf.cli_models import add_parsers as add_model_parsers
+
+    add_model_parsers(commands, add_data_argument)
     return parser
 
 

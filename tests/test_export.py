@@ -1,0 +1,139 @@
+"""SavedModel export: signatures as TF Serving sees them, fresh-process reload, outputs equal the Keras model's."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.python.saved_model import loader_impl
+
+from mssl_tf import export, zoo
+from mssl_tf.data import EpisodeSpec, episode_dataset, load_split
+from mssl_tf.data.omniglot import decode_png, resolve_data_dir
+
+ENTRY = "prototypical-networks-conv4-omniglot"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return zoo.load(ENTRY)
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    base = tmp_path_factory.mktemp("export")
+    return export.export_model(model, base, ENTRY, provenance={"zoo_entry": ENTRY})
+
+
+@pytest.fixture(scope="module")
+def test_images(omniglot_dir):
+    return load_split("test", omniglot_dir)
+
+
+def signature_defs(version_dir):
+    """What `saved_model_cli show --all` prints, read from saved_model.pb."""
+    meta_graph = loader_impl.parse_saved_model(str(version_dir)).meta_graphs[0]
+    assert list(meta_graph.meta_info_def.tags) == ["serve"]
+    return meta_graph.signature_def
+
+
+def describe(tensor_infos):
+    return {key: (tf.dtypes.as_dtype(info.dtype).name, [d.size for d in info.tensor_shape.dim])
+            for key, info in tensor_infos.items()}
+
+
+def test_signatures_are_the_documented_ones(exported):
+    defs = signature_defs(exported)
+    assert set(export.SIGNATURES) <= set(defs)
+    image = [-1, 28, 28, 1]
+    assert describe(defs["serving_default"].inputs) == {"images": ("uint8", image)}
+    assert describe(defs["serving_default"].outputs) == {"embeddings": ("float32", [-1, 64])}
+    assert describe(defs["embed_float"].inputs) == {"images": ("float32", image)}
+    assert describe(defs["embed_png"].inputs) == {"png": ("string", [-1])}
+    assert describe(defs["few_shot"].inputs) == {
+        "support_images": ("uint8", image), "support_labels": ("int32", [-1]), "query_images": ("uint8", image)}
+    assert describe(defs["few_shot"].outputs) == {"logits": ("float32", [-1, -1]), "predictions": ("int32", [-1])}
+    assert all(defs[name].method_name == "tensorflow/serving/predict" for name in export.SIGNATURES)
+
+
+def test_version_layout_metadata_and_warmup(exported):
+    assert exported.name == "1" and exported.parent.name == ENTRY
+    assert not [p for p in exported.parent.iterdir() if p.name != "1"], "the staging directory was left behind"
+    metadata = export.read_metadata(exported)
+    assert metadata["zoo_entry"] == ENTRY and metadata["embedding_dim"] == 64
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    logs = [prediction_log_pb2.PredictionLog.FromString(record.numpy()) for record in
+            tf.data.TFRecordDataset(str(exported / "assets.extra" / "tf_serving_warmup_requests"))]
+    assert [log.predict_log.request.model_spec.signature_name for log in logs] == list(export.SIGNATURES)
+
+
+def test_versions_increment_and_are_not_overwritten(model, exported):
+    with pytest.raises(FileExistsError, match="--version"):
+        export.export_model(model, exported.parents[1], ENTRY, 1, warmup=False)
+    second = export.export_model(model, exported.parents[1], ENTRY, warmup=False)
+    assert second.name == "2" and export.versions(exported.parent) == [1, 2]
+    with pytest.raises(ValueError, match="positive"):
+        export.export_model(model, exported.parents[1], ENTRY, 0, warmup=False)
+
+
+RELOAD_SCRIPT = """
+import sys, numpy as np, tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+inputs = np.load(sys.argv[2])
+outputs = {
+    "embeddings": loaded.signatures["serving_default"](images=tf.constant(inputs["images"]))["embeddings"],
+    "float": loaded.signatures["embed_float"](images=tf.constant(inputs["images"] / np.float32(255)))["embeddings"],
+    "png": loaded.signatures["embed_png"](png=tf.constant(list(inputs["png"])))["embeddings"],
+}
+few_shot = loaded.signatures["few_shot"](support_images=tf.constant(inputs["support_images"]),
+    support_labels=tf.constant(inputs["support_labels"]), query_images=tf.constant(inputs["query_images"]))
+outputs.update(logits=few_shot["logits"], predictions=few_shot["predictions"])
+np.savez(sys.argv[3], **{key: value.numpy() for key, value in outputs.items()})
+"""
+
+
+def test_fresh_process_reload_gives_the_keras_outputs(model, exported, test_images, tmp_path):
+    images = test_images[:8, 0][..., None]
+    zip_member = __import__("zipfile").ZipFile(resolve_data_dir(None) / "images_evaluation.zip")
+    png_names = [name for name in zip_member.namelist() if name.endswith(".png")][:4]
+    pngs = [zip_member.read(name) for name in png_names]
+    task = next(iter(episode_dataset(test_images, EpisodeSpec(5, 1, 3), seed=3)))
+    to_uint8 = lambda x: np.rint(x.numpy()[0] * 255).astype(np.uint8)  # noqa: E731
+    np.savez(tmp_path / "inputs.npz", images=images, png=np.array(pngs),
+             support_images=to_uint8(task["support_images"]), support_labels=task["support_labels"].numpy()[0],
+             query_images=to_uint8(task["query_images"]))
+    completed = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(exported), str(tmp_path / "inputs.npz"),
+                                str(tmp_path / "outputs.npz")], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    served = np.load(tmp_path / "outputs.npz")
+
+    features = model.backbone(images.astype(np.float32) / 255.0).numpy()
+    expected = features / np.linalg.norm(features, axis=1, keepdims=True)
+    np.testing.assert_allclose(served["embeddings"], expected, atol=1e-5)
+    np.testing.assert_allclose(served["float"], expected, atol=1e-5)
+
+    # PNG path: same drawings preprocessed by Pillow on the host; TF's Lanczos differs by rounding only.
+    host = np.stack([decode_png(data) for data in pngs])[..., None].astype(np.float32) / 255.0
+    host_features = model.backbone(host).numpy()
+    host_embeddings = host_features / np.linalg.norm(host_features, axis=1, keepdims=True)
+    assert np.min(np.sum(served["png"] * host_embeddings, axis=1)) > 0.99
+
+    _, logits = model.meta_learn({key: value[0] for key, value in task.items()}, training=False)
+    np.testing.assert_allclose(served["logits"], logits.numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(served["predictions"], np.argmax(logits.numpy(), axis=-1))
+
+
+def test_export_command_line(tmp_path, capsys):
+    from mssl_tf import cli
+
+    assert cli.main(["export", ENTRY, "--base-dir", str(tmp_path), "--version", "7", "--no-warmup"]) == 0
+    version = tmp_path / ENTRY / "7"
+    assert (version / "saved_model.pb").is_file()
+    assert not (version / "assets.extra" / "tf_serving_warmup_requests").exists()
+    assert json.loads((version / "assets.extra" / "mssl_tf.json").read_text())["weights_sha256"] == \
+        zoo.read_card(ENTRY)["weights"]["sha256"]
+    assert cli.main(["export", str(tmp_path / "nowhere")]) == 2
+    assert "neither a zoo entry" in capsys.readouterr().err
