@@ -64,6 +64,9 @@ def test_keras_round_trip_gives_identical_outputs(name, batches, tmp_path):
     np.testing.assert_allclose(restored_logits, logits, rtol=1e-5, atol=1e-5)
 
 
+FEATURES = {"conv4": 64, "resnet12": 640, "resnet18": 512, "resnet50": 2048}  # at each default input shape
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_backbone_round_trip(name, tmp_path):
     backbone = build_backbone(name)
@@ -71,7 +74,7 @@ def test_backbone_round_trip(name, tmp_path):
     backbone.save(tmp_path / "backbone.keras")
     restored = keras.saving.load_model(tmp_path / "backbone.keras")
     np.testing.assert_allclose(restored(images), backbone(images), atol=1e-6)
-    assert backbone.output_shape == (None, 64)
+    assert backbone.output_shape == (None, FEATURES[name])
 
 
 def test_unknown_names_are_clear_errors():

@@ -2,8 +2,9 @@
 
 from mssl_tf.backbones.conv4 import conv4
 from mssl_tf.backbones.fused_batch_norm import FusedBatchNormalization
+from mssl_tf.backbones.resnet import resnet12, resnet18, resnet50
 
-BACKBONES = {"conv4": conv4}
+BACKBONES = {"conv4": conv4, "resnet12": resnet12, "resnet18": resnet18, "resnet50": resnet50}
 
 
 def build_backbone(name: str, **kwargs):
@@ -13,4 +14,4 @@ def build_backbone(name: str, **kwargs):
     return BACKBONES[name](**kwargs)
 
 
-__all__ = ["BACKBONES", "FusedBatchNormalization", "build_backbone", "conv4"]
+__all__ = ["BACKBONES", "FusedBatchNormalization", "build_backbone", "conv4", "resnet12", "resnet18", "resnet50"]
