@@ -9,15 +9,19 @@ from mssl_tf.data.omniglot import (
     read_split,
     resolve_data_dir,
 )
+from mssl_tf.data.sources import DATASETS, ImageDataset, load_dataset
 
 __all__ = [
+    "DATASETS",
     "DATA_DIR_ENV",
     "EVALUATION_SEED",
     "DatasetNotFoundError",
     "EpisodeSpec",
+    "ImageDataset",
     "episode_dataset",
     "evaluation_episodes",
     "load_characters",
+    "load_dataset",
     "load_split",
     "read_split",
     "resolve_data_dir",
