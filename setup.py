@@ -19,7 +19,7 @@ setup(
         "pillow>=10,<14",
     ],
     extras_require={
-        "test": ["pytest==9.2.0"],
+        "test": ["pytest==9.2.0", "tensorflow-serving-api==2.20.0", "grpcio==1.85.1"],
         "serving": ["tensorflow-serving-api==2.20.0", "grpcio>=1.60"],
         "tfds": ["tensorflow-datasets==4.9.10", "importlib_resources>=6"],
         "models": ["tf-models-official==2.20.0"],

@@ -245,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mssl_tf.cli_models import add_parsers as add_model_parsers
 
     add_model_parsers(commands, add_data_argument)
+    from mssl_tf.serving.cli import add_parser as add_serve_parser
+
+    add_serve_parser(commands)
     return parser
 
 

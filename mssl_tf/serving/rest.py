@@ -1,0 +1,383 @@
+"""TF Serving's REST API on the standard library's HTTP server.
+
+    GET  /v1/models/<name>[/versions/<v>|/labels/<l>]             model status
+    GET  /v1/models/<name>[/versions/<v>|/labels/<l>]/metadata    signature defs
+    POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict     {"instances": [...]} or {"inputs": ...}
+
+Responses and errors are TF Serving's: `{"predictions": ...}` for the row format, `{"outputs": ...}` for the
+columnar one, `{"error": "..."}` with the HTTP status TF Serving maps the error's code to.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import socket
+import ssl
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import unquote, urlsplit
+
+from mssl_tf.serving._dependencies import require_serving_api
+
+require_serving_api()
+
+import numpy as np  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+from tensorflow.core.framework import types_pb2  # noqa: E402
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2  # noqa: E402
+
+from mssl_tf.serving import api  # noqa: E402
+from mssl_tf.serving.config import TlsConfig  # noqa: E402
+from mssl_tf.serving.errors import ServingError  # noqa: E402
+from mssl_tf.serving.limits import Limits  # noqa: E402
+from mssl_tf.serving.models import ModelManager  # noqa: E402
+from mssl_tf.serving.tensors import NUMPY_DTYPES, dtype_name  # noqa: E402
+
+logger = logging.getLogger("mssl_tf.serving")
+
+# tensorflow_serving/model_servers/http_rest_api_util.cc
+PREDICT_PATH = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.IGNORECASE
+)
+STATUS_PATH = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.IGNORECASE
+)
+
+
+def _json(message) -> dict:
+    return json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True,
+    )
+
+
+class RestApi:
+    """The REST API as a function from (method, path, body) to (HTTP status, JSON document).
+
+    Args:
+        manager: the served models.
+        limits: request limits (JSON depth, tensor elements).
+    """
+
+    def __init__(self, manager: ModelManager, limits: Limits = Limits()):
+        self.manager = manager
+        self.limits = limits
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+        try:
+            return 200, self._route(method, urlsplit(path).path, body)
+        except ServingError as error:
+            return error.http_status, {"error": error.message}
+        except Exception as error:  # noqa: BLE001 - answer with the reason rather than drop the connection
+            logger.exception("REST request failed: %s %s", method, path)
+            return 500, {"error": f"{type(error).__name__}: {error}"}
+
+    def _route(self, method: str, path: str, body: bytes) -> dict:
+        malformed = ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {path}")
+        if method == "POST":
+            match = PREDICT_PATH.fullmatch(path)
+            if match is None:
+                raise malformed
+            name, version, label, verb = match.groups()
+            spec = self._spec(name, version, label)
+            if verb.lower() != "predict":
+                raise ServingError(
+                    "UNIMPLEMENTED", f":{verb} is not served by mssl-tf serve (it serves :predict); use TF Serving"
+                )
+            return self._predict(spec, body)
+        if method == "GET":
+            match = STATUS_PATH.fullmatch(path)
+            if match is None:
+                raise malformed
+            name, version, label, metadata = match.groups()
+            if not name:
+                raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
+            spec = self._spec(name, version, label)
+            if metadata:
+                request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[api.SIGNATURE_DEF_FIELD])
+                request.model_spec.CopyFrom(spec)
+                response = api.model_metadata(self.manager, request)
+                signature_map = get_model_metadata_pb2.SignatureDefMap()
+                response.metadata[api.SIGNATURE_DEF_FIELD].Unpack(signature_map)
+                return {"model_spec": _json(response.model_spec), "metadata": {"signature_def": _json(signature_map)}}
+            request = get_model_status_pb2.GetModelStatusRequest()
+            request.model_spec.CopyFrom(spec)
+            return _json(api.model_status(self.manager, request))
+        raise malformed
+
+    @staticmethod
+    def _spec(name: str, version: str | None, label: str | None):
+        from tensorflow_serving.apis import model_pb2
+
+        spec = model_pb2.ModelSpec(name=unquote(name))
+        if version is not None and label is not None:
+            raise ServingError("INVALID_ARGUMENT", "Both model version and model version label cannot be supplied.")
+        if version is not None:
+            try:
+                spec.version.value = int(version)
+            except ValueError:
+                raise ServingError("INVALID_ARGUMENT", f"Failed to convert version: {version} to numeric.") from None
+        if label is not None:
+            spec.version_label = unquote(label)
+        return spec
+
+    def _predict(self, spec, body: bytes) -> dict:
+        if not body.strip():
+            raise ServingError("INVALID_ARGUMENT", "JSON Parse error: The document is empty")
+        self.limits.check_json_depth(body)
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError) as error:
+            raise ServingError("INVALID_ARGUMENT", f"JSON Parse error: {error}") from None
+        if not isinstance(document, dict):
+            raise ServingError("INVALID_ARGUMENT",
+                               "The request body must be a JSON object with 'instances' or 'inputs'")
+        signature_name = document.get("signature_name", "")
+        if not isinstance(signature_name, str):
+            raise ServingError("INVALID_ARGUMENT", "'signature_name' key must be a string value.")
+        rows, columns = "instances" in document, "inputs" in document
+        if rows == columns:
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                "Missing 'inputs' or 'instances' key" if not rows
+                else "Not formatted correctly expecting only one of 'inputs' or 'instances' keys exists",
+            )
+        servable = self.manager.resolve(**api.spec_arguments(spec))
+        signature_name, signature_def = servable.signature(signature_name)
+        infos = signature_def.inputs
+        inputs = self._rows(document["instances"], infos) if rows else self._columns(document["inputs"], infos)
+        outputs = servable.predict(signature_name, inputs)
+        if columns:
+            if len(outputs) == 1:
+                ((name, value),) = outputs.items()
+                return {"outputs": _to_json(name, value)}
+            return {"outputs": {name: _to_json(name, value) for name, value in outputs.items()}}
+        if len(outputs) == 1:
+            ((name, value),) = outputs.items()
+            return {"predictions": _to_json(name, value)}
+        sizes = {name: (len(value) if np.ndim(value) else None) for name, value in outputs.items()}
+        if None in sizes.values() or len(set(sizes.values())) != 1:
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"the row format needs every output to have the same batch size, got {sizes}; send 'inputs' "
+                "(columnar format) instead",
+            )
+        columns_json = {name: _to_json(name, value) for name, value in outputs.items()}
+        return {"predictions": [{name: column[row] for name, column in columns_json.items()}
+                                for row in range(next(iter(sizes.values())))]}
+
+    def _rows(self, instances, infos) -> dict:
+        if not isinstance(instances, list) or not instances:
+            raise ServingError("INVALID_ARGUMENT",
+                               "'instances' must be a non-empty JSON array, one element per example")
+        names = sorted(infos)
+        values = {name: [] for name in names}
+        for index, instance in enumerate(instances):
+            if isinstance(instance, dict) and not _is_b64(instance):
+                if set(instance) != set(names):
+                    raise ServingError(
+                        "INVALID_ARGUMENT",
+                        f"instance {index} has the inputs {sorted(instance)}, but the signature takes {names}",
+                    )
+                for name in names:
+                    values[name].append(instance[name])
+            elif len(names) == 1:
+                values[names[0]].append(instance)
+            else:
+                raise ServingError(
+                    "INVALID_ARGUMENT",
+                    f"the signature takes {len(names)} inputs ({', '.join(names)}): each instance must be an object "
+                    "with one key per input, or send 'inputs' (columnar format) when inputs differ in batch size",
+                )
+        return {name: _to_array(values[name], infos[name], name) for name in names}
+
+    def _columns(self, inputs, infos) -> dict:
+        names = sorted(infos)
+        if isinstance(inputs, dict) and not _is_b64(inputs):
+            return {name: _to_array(value, infos.get(name), name) for name, value in inputs.items()}
+        if len(names) != 1:
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"the signature takes {len(names)} inputs ({', '.join(names)}): 'inputs' must be an object keyed by "
+                "input name",
+            )
+        return {names[0]: _to_array(inputs, infos[names[0]], names[0])}
+
+
+def _is_b64(value) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"}
+
+
+def _decode_strings(value):
+    if _is_b64(value):
+        return base64.b64decode(value["b64"])
+    if isinstance(value, list):
+        return [_decode_strings(item) for item in value]
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise ServingError("INVALID_ARGUMENT", f"JSON Value: {json.dumps(value)} is not of expected type: string")
+
+
+def _to_array(value, tensor_info, name: str) -> np.ndarray:
+    """A JSON value as an array of the signature input's dtype, refusing values that dtype cannot hold."""
+    if tensor_info is None:  # an extra input: let the signature check name it
+        return np.asarray(0)
+    dtype = NUMPY_DTYPES.get(tensor_info.dtype)
+    if dtype is None:
+        raise ServingError("INVALID_ARGUMENT", f"input {name} has dtype {dtype_name(tensor_info.dtype)}, "
+                                               "which this server cannot read from JSON")
+    if tensor_info.dtype == types_pb2.DT_STRING:
+        decoded = _decode_strings(value)
+        array = np.empty(np.shape(decoded) if isinstance(decoded, list) else (), object)
+        array[...] = decoded if isinstance(decoded, list) else decoded
+        return array
+    try:
+        array = np.asarray(value)
+    except (ValueError, OverflowError) as error:
+        raise ServingError(
+            "INVALID_ARGUMENT", f"input {name} is not a rectangular array of numbers (every row must have the same "
+                                f"length): {error}",
+        ) from None
+    expected = dtype_name(tensor_info.dtype)
+    if array.size == 0:
+        return array.astype(dtype)
+    kind = array.dtype.kind
+    if kind == "O":
+        raise ServingError("INVALID_ARGUMENT", f"input {name} is ragged or mixes types; expected a rectangular array "
+                                               f"of {expected}")
+    allowed = {"f": "iuf", "i": "iu", "u": "iu", "b": "b"}[dtype.kind]
+    if kind not in allowed:
+        example = array.reshape(-1)[0]
+        raise ServingError(
+            "INVALID_ARGUMENT",
+            f"JSON Value: {json.dumps(example.item() if hasattr(example, 'item') else example)} is not of expected "
+            f"type: {expected} (input {name})",
+        )
+    if dtype.kind in "iu":
+        bounds = np.iinfo(dtype)
+        low, high = array.min(), array.max()
+        if low < bounds.min or high > bounds.max:
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"input {name} has values in [{low}, {high}], outside the range of {expected} "
+                f"[{bounds.min}, {bounds.max}]",
+            )
+    return array.astype(dtype, copy=False)
+
+
+def _to_json(name: str, value: np.ndarray):
+    if value.dtype == object:  # strings: text, or base64 for outputs named *_bytes as in TF Serving
+        def convert(item):
+            if isinstance(item, list):
+                return [convert(element) for element in item]
+            if name.endswith("_bytes"):
+                return {"b64": base64.b64encode(item).decode("ascii")}
+            try:
+                return item.decode("utf-8")
+            except UnicodeDecodeError:
+                return {"b64": base64.b64encode(item).decode("ascii")}
+
+        return convert(value.tolist())
+    return value.tolist()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "mssl-tf-serve"
+    disable_nagle_algorithm = True  # headers and body leave at once, not 40 ms apart (Nagle + delayed ACK)
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self._dispatch("GET")
+
+    def do_POST(self):  # noqa: N802
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        limits = self.server.api.limits
+        body = b""
+        if method == "POST":
+            length = self.headers.get("Content-Length")
+            if length is None or not length.isdigit():
+                self.close_connection = True
+                return self._send(411, {"error": "a POST needs a Content-Length header (chunked bodies are not read)"})
+            if int(length) > limits.max_request_bytes:
+                self.close_connection = True
+                return self._send(413, {"error": f"the request body has {length} bytes, more than this server's "
+                                                 f"limit of {limits.max_request_bytes} (--max_request_bytes)"})
+            body = self.rfile.read(int(length))
+        if not self.path.lower().startswith("/v1/"):
+            return self._send(404, {"error": f"no such endpoint: {self.path}; the API lives under /v1/models/"})
+        status, document = self.server.api.handle(method, self.path, body)
+        self._send(status, document)
+
+    def _send(self, status: int, document: dict) -> None:
+        data = json.dumps(document).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format, *args):  # noqa: A002 - http.server's signature
+        logger.debug("REST %s: " + format, self.client_address[0], *args)
+
+
+class RestServer(HTTPServer):
+    """An HTTP/1.1 server with a fixed pool of `num_threads` connection handlers and optional TLS.
+
+    Args:
+        address: `(host, port)`; port 0 binds an ephemeral port (see `server_port`).
+        rest_api: the request handler.
+        num_threads: connections served at once (keep-alive connections hold a thread until idle `timeout`).
+        timeout_seconds: idle/read timeout per connection.
+        tls: serve HTTPS with this certificate (and verify client certificates if it says so).
+    """
+
+    allow_reuse_address = True
+
+    def __init__(self, address, rest_api: RestApi, num_threads: int = 16, timeout_seconds: float = 30.0,
+                 tls: TlsConfig | None = None):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, _Handler)
+        self.api = rest_api
+        self.timeout_seconds = timeout_seconds
+        self.ssl_context = server_ssl_context(tls) if tls is not None else None
+        self._pool = ThreadPoolExecutor(num_threads, thread_name_prefix="rest")
+
+    def process_request(self, request, client_address):
+        self._pool.submit(self._process, request, client_address)
+
+    def _process(self, request, client_address):
+        try:
+            request.settimeout(self.timeout_seconds)
+            if self.ssl_context is not None:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            self.finish_request(request, client_address)
+        except (OSError, ssl.SSLError) as error:
+            logger.debug("REST connection from %s ended: %s", client_address, error)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self):
+        super().server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def server_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
+    """An SSLContext from PEM contents (written briefly to a private temporary directory to load them)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    with tempfile.TemporaryDirectory(prefix="mssl-tf-tls-") as directory:
+        certificate, key = os.path.join(directory, "certificate.pem"), os.path.join(directory, "key.pem")
+        for path, text in ((certificate, tls.server_cert), (key, tls.server_key)):
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as file:
+                file.write(text)
+        context.load_cert_chain(certificate, key)
+    if tls.client_verify:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cadata=tls.custom_ca)
+    return context
