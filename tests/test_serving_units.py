@@ -237,3 +237,17 @@ def test_missing_serving_extra_names_the_install_command(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "tensorflow_serving.apis", None)
     with pytest.raises(ImportError, match=r"pip install 'mssl-tf\[serving\]'"):
         require_serving_api()
+
+
+@pytest.mark.parametrize("array", [
+    np.float32(1.5), np.arange(6).reshape(2, 3, 1), np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32),
+    np.array([[True, False]]), np.array([np.nan, np.inf, -1.0]), np.zeros((2, 0, 3)), np.array([1e-45], np.float32),
+    np.array([-5], np.int8), np.array([2**63 - 1], np.int64),
+])
+def test_array_json_text_is_json_dumps_of_tolist(array):
+    from mssl_tf.serving.tensors import array_to_json, dumps_json
+
+    assert array_to_json(array) == json.dumps(np.asarray(array).tolist(), separators=(",", ":"))
+    document = {"signature_name": "x", "inputs": {"a": array, "b": [np.int32(3)]}}
+    assert json.loads(dumps_json(document)) == json.loads(json.dumps(
+        {"signature_name": "x", "inputs": {"a": np.asarray(array).tolist(), "b": [3]}}))

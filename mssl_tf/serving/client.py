@@ -24,7 +24,9 @@ from tensorflow_serving.apis import (  # noqa: E402
     get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc,
 )
 
-from mssl_tf.serving.tensors import NUMPY_DTYPES, dtype_name, signature_shape, to_ndarray, to_tensor_proto  # noqa: E402
+from mssl_tf.serving.tensors import (  # noqa: E402
+    NUMPY_DTYPES, dtype_name, dumps_json, signature_shape, to_ndarray, to_tensor_proto,
+)
 
 FEW_SHOT_SIGNATURE = "few_shot"
 STATES = {value: name for name, value in get_model_status_pb2.ModelVersionStatus.State.items()}
@@ -237,7 +239,7 @@ class RestClient:
 
     def request(self, method: str, path: str, document=None):
         """Sends one request; returns the decoded JSON answer or raises ServingError from `{"error": ...}`."""
-        body = None if document is None else json.dumps(document).encode("utf-8")
+        body = None if document is None else dumps_json(document).encode("utf-8")
         headers = {"Content-Type": "application/json"} if body is not None else {}
         for attempt in range(2):  # a kept-alive connection the server closed is reopened once
             connection = self._connection()
@@ -271,7 +273,7 @@ class RestClient:
         (`{"instances": ...}` → `"predictions"`). Arrays go as nested lists; the answer comes back as numpy arrays
         (a dict of them for several outputs; the row format's per-example objects are stacked back by output)."""
         def listed(value):
-            return np.asarray(value).tolist() if not isinstance(value, (list, dict)) else value
+            return np.asarray(value) if not isinstance(value, (list, dict)) else value
 
         document = {"signature_name": signature or self.signature}
         if rows:

@@ -36,7 +36,7 @@ from mssl_tf.serving.config import TlsConfig  # noqa: E402
 from mssl_tf.serving.errors import ServingError  # noqa: E402
 from mssl_tf.serving.limits import Limits  # noqa: E402
 from mssl_tf.serving.models import ModelManager  # noqa: E402
-from mssl_tf.serving.tensors import NUMPY_DTYPES, dtype_name  # noqa: E402
+from mssl_tf.serving.tensors import NUMPY_DTYPES, dtype_name, dumps_json  # noqa: E402
 
 logger = logging.getLogger("mssl_tf.serving")
 
@@ -282,7 +282,7 @@ def _to_json(name: str, value: np.ndarray):
                 return {"b64": base64.b64encode(item).decode("ascii")}
 
         return convert(value.tolist())
-    return value.tolist()
+    return value
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -315,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, document)
 
     def _send(self, status: int, document: dict) -> None:
-        data = json.dumps(document).encode("utf-8")
+        data = dumps_json(document).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
