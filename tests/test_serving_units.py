@@ -251,3 +251,25 @@ def test_array_json_text_is_json_dumps_of_tolist(array):
     document = {"signature_name": "x", "inputs": {"a": array, "b": [np.int32(3)]}}
     assert json.loads(dumps_json(document)) == json.loads(json.dumps(
         {"signature_name": "x", "inputs": {"a": np.asarray(array).tolist(), "b": [3]}}))
+
+
+def test_deployment_files_parse_and_their_command_lines_run_unchanged_with_mssl_tf_serve():
+    import re
+    from pathlib import Path
+
+    from mssl_tf.cli import build_parser
+
+    root = Path(__file__).resolve().parents[1]
+    configs = parse_model_server_config((root / "serving" / "models.config").read_text())
+    zoo_entries = {path.stem for path in (root / "zoo").glob("*.json")}
+    assert {config.name for config in configs} <= zoo_entries  # the served names are the zoo's export names
+    assert all(config.base_path == f"/models/{config.name}" for config in configs)
+    assert parse_batching_parameters((root / "serving" / "batching_parameters.txt").read_text()) == BatchingOptions(
+        max_batch_size=64, batch_timeout_micros=2000, num_batch_threads=2, max_enqueued_batches=100)
+    compose = (root / "serving" / "compose.yaml").read_text()
+    commands = [re.findall(r"- (--\S+)", block) for block in re.findall(r"command:\n((?:\s+- .*\n)+)", compose)]
+    assert len(commands) == 2
+    embeddings, few_shot = (build_parser().parse_args(["serve", *flags]) for flags in commands)
+    assert embeddings.enable_batching and not few_shot.enable_batching
+    assert embeddings.model_config_file == few_shot.model_config_file == "/config/models.config"
+    assert (embeddings.port, embeddings.rest_api_port) == (8500, 8501)
