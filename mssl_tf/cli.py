@@ -54,6 +54,7 @@ def command_line(argv) -> str:
 
 def train_command(args) -> int:
     from mssl_tf.training import TrainConfig, train
+    from mssl_tf.unsupervised_training import config_fields
 
     options = dict(args.option or [])
     for name in ("inner_steps", "evaluation_inner_steps", "inner_learning_rate"):
@@ -83,6 +84,7 @@ def train_command(args) -> int:
         tensorboard=args.tensorboard,
         output=args.output,
         command=args.command_line,
+        **config_fields(args),  # --tasks, --cluster-encoder, --init-from, --task-option
     )
     summary = train(config)
     print(f"trained {summary['steps']} steps ({summary['episodes']} tasks) in {summary['train_seconds']} s → "
@@ -147,6 +149,10 @@ def evaluate_and_record(
 
 
 def eval_command(args) -> int:
+    if args.adaptation_steps:
+        from mssl_tf.unsupervised_training import adaptation_command
+
+        return adaptation_command(args)
     evaluate_and_record(
         args.model, args.settings, args.episodes, args.queries, args.data_dir, args.results_dir, args.run_name,
         args.command_line, args.split, args.evaluation_inner_steps, args.source,
@@ -213,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                               help="validation-split episodes scored after every epoch (learning curve)")
     train_parser.add_argument("--tensorboard", default=None, help="write TensorBoard logs to this directory")
     train_parser.add_argument("--output", default="runs/model")
+    from mssl_tf.unsupervised_training import add_eval_arguments, add_train_arguments
+
+    add_train_arguments(train_parser)  # unsupervised tasks and --init-from
     train_parser.set_defaults(handler=train_command)
 
     eval_parser = commands.add_parser("eval", help="few-shot accuracy ± 95%% CI on the Vinyals test split")
@@ -227,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="inner-loop steps at evaluation for MAML-family models")
     eval_parser.add_argument("--results-dir", default=None, help="write one JSON record per setting here")
     eval_parser.add_argument("--run-name", default=None)
+    add_eval_arguments(eval_parser)  # --adaptation-steps
     eval_parser.set_defaults(handler=eval_command)
 
     results_parser = commands.add_parser("results", help="regenerate README's results table from the records")

@@ -48,3 +48,24 @@ def evaluate(model, class_images, spec: EpisodeSpec, episodes=600, tasks_per_cal
         "ci95": round(100.0 * half_width, 2),
         "evaluation_seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def adaptation_curve(model, class_images, spec: EpisodeSpec, steps=(0, 1, 5), episodes=600, tasks_per_call=10,
+                     seed=EVALUATION_SEED) -> list[dict]:
+    """Accuracy after each number of adaptation steps on the same fixed episodes: inner-loop steps (MAML family,
+    hyper-network fine-tuning) or memory write passes (`MemoryNetwork`; 0 leaves the memory empty).
+
+    Returns:
+        One dict per entry of `steps`: `{"steps", "accuracy", "ci95", "episodes", "evaluation_seconds"}`.
+    """
+    from mssl_tf.methods.meta_ssl import adaptation_steps
+
+    curve = []
+    for count in steps:
+        start = time.perf_counter()
+        with adaptation_steps(model, count):
+            accuracies = episode_accuracies(model, class_images, spec, episodes, tasks_per_call, seed)
+        mean, half_width = confidence_interval(accuracies)
+        curve.append({"steps": int(count), "accuracy": round(100.0 * mean, 2), "ci95": round(100.0 * half_width, 2),
+                      "episodes": int(len(accuracies)), "evaluation_seconds": round(time.perf_counter() - start, 1)})
+    return curve

@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 
 from mssl_tf import distribute
+from mssl_tf import unsupervised_training
 from mssl_tf.backbones import build_backbone
 from mssl_tf.data import EpisodeSpec, episode_dataset, load_split
 from mssl_tf.evaluation import confidence_interval, episode_accuracies
@@ -30,6 +31,11 @@ class TrainConfig:
     shots: int = 5
     queries: int = 5
     meta_batch: int = 1
+    tasks: str = "labeled"  # or tasks made from the images alone (mssl_tf.unsupervised_training)
+    cluster_encoder: str | None = None  # tasks=clusters: trained model whose embeddings are clustered
+    init_from: str | None = None  # trained model whose backbone starts this run (e.g. a BYOL encoder)
+    task_options: dict = field(default_factory=dict)  # unsupervised tasks: clusters, partitions, mixture, ...
+    views: str = "omniglot"  # augmentation preset of augmentation tasks (mssl_tf.data.views.VIEW_PRESETS)
     steps: int = 1000
     steps_per_epoch: int = 100
     minutes: float | None = None
@@ -116,12 +122,16 @@ def build_model(config: TrainConfig):
 
 def train(config: TrainConfig) -> dict:
     """Trains one model, saves `<output>/model.keras` and `<output>/train.json`, returns the summary."""
+    unsupervised_training.check(config)
     keras.utils.set_random_seed(config.seed)
     strategy = distribute.get_strategy(config.strategy, config.devices)
     train_images = load_split(config.split, config.data_dir, config.source)
     validation_images = load_split("val", config.data_dir, config.source)
     spec = EpisodeSpec(config.ways, config.shots, config.queries)
-    dataset = episode_dataset(train_images, spec, config.meta_batch, seed=config.seed)
+    if unsupervised_training.is_unsupervised(config):
+        dataset = unsupervised_training.task_dataset(config, train_images, spec)
+    else:
+        dataset = episode_dataset(train_images, spec, config.meta_batch, seed=config.seed)
 
     with strategy.scope():
         model = build_model(config)
@@ -131,6 +141,8 @@ def train(config: TrainConfig) -> dict:
                 config.learning_rate, config.halve_every, 0.5, staircase=True
             )
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=config.jit_compile)
+    if config.init_from:
+        unsupervised_training.initialize_backbone(model, config.init_from)
 
     clock = TrainingClock()
     validation_ways = min(config.validate_ways, getattr(model, "ways", config.validate_ways))
@@ -158,6 +170,7 @@ def train(config: TrainConfig) -> dict:
         "steps": clock.steps,
         "episodes": clock.steps * config.meta_batch,
         "labels_used": True,
+        **(unsupervised_training.summary(config) if config.tasks != "labeled" or config.init_from else {}),
         "curve": curve.points,
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},
     }

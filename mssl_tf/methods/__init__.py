@@ -3,6 +3,7 @@
 from mssl_tf.methods.episodic import EpisodicModel
 from mssl_tf.methods.maml import MAML
 from mssl_tf.methods.matching import MatchingNet
+from mssl_tf.methods.meta_ssl import META_SSL_METHODS
 from mssl_tf.methods.protonet import ProtoNet
 from mssl_tf.methods.reptile import Reptile
 
@@ -14,6 +15,7 @@ METHODS = {
     "metasgd": (MAML, {"learn_inner_learning_rate": True}),
     "anil": (MAML, {"adapt": "head"}),
     "reptile": (Reptile, {"first_order": True}),
+    **META_SSL_METHODS,  # memory- and network-based meta-learning (mssl_tf/methods/meta_ssl/)
 }
 
 

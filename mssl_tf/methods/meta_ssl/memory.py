@@ -1,0 +1,122 @@
+"""Memory-based meta-learning: a key–value memory written with the support set and read by attention.
+
+In the spirit of memory-augmented networks (Santoro et al., ICML 2016) and key–value memory networks (Miller et
+al., EMNLP 2016): every support example is written to a slot whose key is a learned projection of its embedding
+and whose value is its (pseudo-)label; a query reads the memory by attention over the keys and gets a class
+distribution. A learned write gate decides how strongly each example is written, and writes are error-driven: a
+write pass adds to a slot's strength the gate times how badly the memory (without that slot) already predicts the
+example's label, so later passes reinforce what the memory still gets wrong. An always-present empty slot with a
+learned score returns the uniform distribution, so an empty memory predicts chance and a written one adapts.
+Reading adapts the model to a task with no gradient step; meta-training (query cross-entropy) learns the backbone,
+the key projection, the gate, the temperature and the empty slot's score, all of which serialize with the model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from mssl_tf.methods.episodic import EpisodicModel, task_cross_entropy
+
+SMALLEST_STRENGTH = 1e-30  # log(strength) of an unwritten slot: −69, far below any attention score
+
+
+def read_memory(query_keys, keys, values, strengths, temperature, empty_score, exclude_self=False):
+    """Class distributions `[queries, ways]` read from slots (`keys [slots, k]`, `values [slots, ways]`).
+
+    Attention over the slots and the empty slot: weight_i ∝ strength_i · exp(temperature · <query, key_i>), and
+    the empty slot's weight ∝ exp(empty_score); the empty slot's value is uniform over the ways.
+    `exclude_self` (queries are the slots themselves) hides slot i from query i.
+    """
+    scores = temperature * tf.matmul(query_keys, keys, transpose_b=True)
+    scores += tf.math.log(tf.maximum(strengths, SMALLEST_STRENGTH))[tf.newaxis]
+    if exclude_self:
+        scores -= 1e9 * tf.eye(tf.shape(keys)[0], dtype=scores.dtype)
+    empty = tf.fill([tf.shape(query_keys)[0], 1], tf.cast(empty_score, scores.dtype))
+    attention = tf.nn.softmax(tf.concat([scores, empty], axis=-1), axis=-1)
+    ways = tf.cast(tf.shape(values)[-1], values.dtype)
+    return tf.matmul(attention[:, :-1], values) + attention[:, -1:] / ways
+
+
+def write_memory(keys, values, gates, passes, temperature, empty_score):
+    """Slot strengths `[slots]` after `passes` error-driven write passes of every example.
+
+    Pass t reads every example from the memory of pass t − 1 (its own slot hidden) and adds
+    `gate · (1 − p(its label))` to its slot's strength.
+    """
+    strengths = tf.zeros_like(gates)
+    for _ in range(passes):
+        read = read_memory(keys, keys, values, strengths, temperature, empty_score, exclude_self=True)
+        surprise = 1.0 - tf.reduce_sum(read * values, axis=-1)
+        strengths += gates * surprise
+    return strengths
+
+
+@keras.saving.register_keras_serializable(package="mssl_tf")
+class MemoryNetwork(EpisodicModel):
+    """Few-shot classification by writing the support set into a key–value memory and reading it with queries.
+
+    Args:
+        backbone: images → features.
+        key_units: width of the learned key projection (default: the feature width, initialized to identity, so
+            an untrained memory reads by cosine similarity of backbone features).
+        write_passes: error-driven write passes during meta-training.
+        evaluation_write_passes: passes when evaluating (default `write_passes`); 0 leaves the memory empty.
+        temperature: initial sharpness of the attention (learned, as its logarithm).
+
+    Example:
+        >>> model = MemoryNetwork(conv4(), write_passes=2)
+        >>> model.compile(keras.optimizers.Adam(1e-3))
+        >>> model.fit(task_dataset(task_maker("augmentation", images, EpisodeSpec(20, 1, 5))), steps_per_epoch=100)
+    """
+
+    def __init__(self, backbone, key_units=None, write_passes=1, evaluation_write_passes=None, temperature=10.0,
+                 **kwargs):
+        super().__init__(backbone, **kwargs)
+        feature_dim = int(backbone.output_shape[-1])
+        # === Config ===
+        self.key_units = int(key_units or feature_dim)
+        self.write_passes = int(write_passes)
+        self.evaluation_write_passes = int(write_passes if evaluation_write_passes is None
+                                           else evaluation_write_passes)
+        self.temperature = float(temperature)
+        # === Layers and memory parameters ===
+        initializer = "identity" if self.key_units == feature_dim else "glorot_uniform"
+        self.key_projection = keras.layers.Dense(self.key_units, use_bias=False, kernel_initializer=initializer,
+                                                 name="key_projection")
+        self.key_projection.build((None, feature_dim))
+        self.write_gate = keras.layers.Dense(1, kernel_initializer="zeros",
+                                             bias_initializer=keras.initializers.Constant(2.0), name="write_gate")
+        self.write_gate.build((None, feature_dim))
+        self.log_temperature = self.add_weight(shape=(), initializer=keras.initializers.Constant(
+            math.log(self.temperature)), name="log_temperature")
+        self.empty_score = self.add_weight(shape=(), initializer="zeros", name="empty_score")
+
+    def keys(self, features):
+        return tf.math.l2_normalize(self.key_projection(features), axis=-1)
+
+    def classify(self, support_features, support_labels, query_features, passes):
+        """Writes the support set with `passes` passes, reads the queries → logits `[queries, ways]`."""
+        support_labels = tf.cast(support_labels, tf.int32)
+        ways = tf.reduce_max(support_labels) + 1
+        values = tf.one_hot(support_labels, ways, dtype=support_features.dtype)
+        support_keys = self.keys(support_features)
+        gates = tf.sigmoid(self.write_gate(support_features))[:, 0]
+        temperature = tf.exp(self.log_temperature)
+        strengths = write_memory(support_keys, values, gates, passes, temperature, self.empty_score)
+        read = read_memory(self.keys(query_features), support_keys, values, strengths, temperature,
+                           self.empty_score)
+        return tf.math.log(read + 1e-12)
+
+    def meta_learn(self, task, training):
+        support_count = tf.shape(task["support_images"])[0]
+        features = self.backbone(tf.concat([task["support_images"], task["query_images"]], 0), training=training)
+        passes = self.write_passes if training else self.evaluation_write_passes
+        logits = self.classify(features[:support_count], task["support_labels"], features[support_count:], passes)
+        return task_cross_entropy(task["query_labels"], logits), logits
+
+    def get_config(self):
+        return {**super().get_config(), "key_units": self.key_units, "write_passes": self.write_passes,
+                "evaluation_write_passes": self.evaluation_write_passes, "temperature": self.temperature}
