@@ -70,6 +70,9 @@ def train_command(args) -> int:
         shots=args.shots,
         queries=args.queries,
         meta_batch=args.meta_batch,
+        batch_size=args.batch_size,
+        views=args.views,
+        probe=args.probe,
         steps=args.steps,
         steps_per_epoch=args.steps_per_epoch,
         minutes=args.minutes,
@@ -153,6 +156,12 @@ def eval_command(args) -> int:
         from mssl_tf.unsupervised_training import adaptation_command
 
         return adaptation_command(args)
+    if args.protocol != "fewshot":
+        from mssl_tf.ssl_training import evaluate_frozen_and_record
+
+        evaluate_frozen_and_record(args.model, args.protocol, args.data_dir, args.split, args.source,
+                                   args.results_dir, args.run_name, args.command_line)
+        return 0
     evaluate_and_record(
         args.model, args.settings, args.episodes, args.queries, args.data_dir, args.results_dir, args.run_name,
         args.command_line, args.split, args.evaluation_inner_steps, args.source,
@@ -189,6 +198,7 @@ def pipeline_command(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mssl_tf.data.views import VIEW_PRESETS
     from mssl_tf.methods import METHODS
 
     parser = argparse.ArgumentParser(prog="mssl-tf", description=__doc__)
@@ -201,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--shots", type=int, default=5)
     train_parser.add_argument("--queries", type=int, default=5)
     train_parser.add_argument("--meta-batch", type=int, default=1, help="tasks per optimizer step")
+    train_parser.add_argument("--batch-size", type=int, default=256, help="SSL methods: images per optimizer step")
+    train_parser.add_argument("--views", choices=sorted(VIEW_PRESETS), default="omniglot",
+                              help="SSL methods: augmentation preset of the views (mssl_tf/data/views.py)")
+    train_parser.add_argument("--probe", action="store_true",
+                              help="SSL methods: online linear probe on stop-gradient features (uses the labels)")
     train_parser.add_argument("--steps", type=int, default=1000, help="optimizer steps (meta-iterations) at most")
     train_parser.add_argument("--steps-per-epoch", type=int, default=100)
     train_parser.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
@@ -228,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("model", help="model.keras or the training output directory")
     add_data_argument(eval_parser)
     eval_parser.add_argument("--settings", type=parse_settings, default=parse_settings(DEFAULT_SETTINGS))
+    eval_parser.add_argument("--protocol", choices=["fewshot", "knn", "linear"], default="fewshot",
+                             help="few-shot episodes, or kNN / linear probe of frozen embeddings "
+                             "(mssl_tf.evaluation.knn_accuracy / linear_probe_accuracy)")
     eval_parser.add_argument("--episodes", type=int, default=600)
     eval_parser.add_argument("--queries", type=int, default=15)
     eval_parser.add_argument("--split", choices=["test", "val"], default="test",

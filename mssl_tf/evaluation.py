@@ -50,6 +50,122 @@ def evaluate(model, class_images, spec: EpisodeSpec, episodes=600, tasks_per_cal
     }
 
 
+# === Frozen-encoder evaluation: kNN and linear probe ===
+#
+# Protocol (Omniglot): every class of the split (the Vinyals test split: 423 characters × 4 rotations = 1692
+# classes) is one label; drawings 0–9 of each class fit the classifier (the kNN memory, or the linear probe's
+# training set) and drawings 10–19 are scored, a 1692-way classification of 16,920 images. Embeddings are the
+# model's output on images in [0, 1] (`model(images, training=False)`: backbone features, batch norm in inference
+# mode), never trained here. Accuracy in percent ± the binomial 95% half-width 1.96·sqrt(p(1 − p)/n).
+
+
+def frozen_embeddings(model, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Features `[N, dim]` of uint8 images `[N, H, W]` (or with channels) from the frozen `model`."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+
+    @tf.function
+    def embed(batch):
+        return model(tf.cast(batch, tf.float32) / 255.0, training=False)
+
+    return np.concatenate([embed(images[start : start + batch_size]).numpy()
+                           for start in range(0, len(images), batch_size)])
+
+
+def fit_and_score_split(class_images: np.ndarray, fit_drawings: int = 10):
+    """`[classes, drawings, ...]` → (fit images, fit labels, scored images, scored labels), split by drawing."""
+    classes, drawings = class_images.shape[:2]
+    if not 0 < fit_drawings < drawings:
+        raise ValueError(f"fit_drawings must be between 1 and {drawings - 1}, got {fit_drawings}")
+    labels = np.repeat(np.arange(classes, dtype=np.int32), drawings).reshape(classes, drawings)
+    fit = (class_images[:, :fit_drawings].reshape(-1, *class_images.shape[2:]), labels[:, :fit_drawings].ravel())
+    score = (class_images[:, fit_drawings:].reshape(-1, *class_images.shape[2:]), labels[:, fit_drawings:].ravel())
+    return (*fit, *score)
+
+
+def classification_result(protocol: str, predictions, labels, classes: int, start: float, **details) -> dict:
+    accuracy = float(np.mean(np.asarray(predictions) == np.asarray(labels)))
+    return {
+        "protocol": protocol,
+        "classes": int(classes),
+        "scored": int(len(labels)),
+        "accuracy": round(100.0 * accuracy, 2),
+        "ci95": round(100.0 * 1.96 * math.sqrt(accuracy * (1 - accuracy) / len(labels)), 2),
+        **details,
+        "evaluation_seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def nearest_neighbor_predictions(fit_embeddings, fit_labels, query_embeddings, neighbors: int = 1, classes=None):
+    """kNN by cosine similarity: each of the `neighbors` nearest fit embeddings votes for its class with its
+    similarity; the class with the largest total wins."""
+    fit = tf.math.l2_normalize(tf.constant(fit_embeddings, tf.float32), axis=-1)
+    query = tf.math.l2_normalize(tf.constant(query_embeddings, tf.float32), axis=-1)
+    classes = int(classes or np.max(fit_labels) + 1)
+    predictions = []
+    for start in range(0, query.shape[0], 1024):
+        similarities, indices = tf.math.top_k(tf.matmul(query[start : start + 1024], fit, transpose_b=True), neighbors)
+        votes = tf.one_hot(tf.gather(tf.constant(fit_labels), indices), classes) * similarities[..., tf.newaxis]
+        predictions.append(tf.argmax(tf.reduce_sum(votes, axis=1), axis=-1, output_type=tf.int32).numpy())
+    return np.concatenate(predictions)
+
+
+def knn_accuracy(model, class_images: np.ndarray, neighbors: int = 1, fit_drawings: int = 10) -> dict:
+    """kNN accuracy (cosine, similarity-weighted votes of `neighbors`) of frozen embeddings; protocol above."""
+    start = time.perf_counter()
+    fit_images, fit_labels, score_images, score_labels = fit_and_score_split(class_images, fit_drawings)
+    predictions = nearest_neighbor_predictions(
+        frozen_embeddings(model, fit_images), fit_labels, frozen_embeddings(model, score_images), neighbors,
+        classes=class_images.shape[0],
+    )
+    return classification_result("knn", predictions, score_labels, class_images.shape[0], start,
+                                 neighbors=neighbors, fit_per_class=fit_drawings)
+
+
+def train_linear_classifier(features, labels, classes: int, steps: int = 100, learning_rate: float = 0.1,
+                            weight_decay: float = 1e-4):
+    """Multinomial logistic regression on standardized features, full batch, Adam from zero weights
+    (deterministic). Returns a function from features to logits."""
+    import keras
+
+    features = tf.constant(features, tf.float32)
+    mean = tf.reduce_mean(features, axis=0)
+    scale = tf.math.reduce_std(features, axis=0) + 1e-6
+    standardized = (features - mean) / scale
+    kernel = tf.Variable(tf.zeros([features.shape[1], classes]))
+    bias = tf.Variable(tf.zeros([classes]))
+    optimizer = keras.optimizers.Adam(learning_rate)
+    labels = tf.constant(labels, tf.int32)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            logits = tf.matmul(standardized, kernel) + bias
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+            loss += weight_decay * tf.reduce_sum(tf.square(kernel))
+        optimizer.apply_gradients(zip(tape.gradient(loss, [kernel, bias]), [kernel, bias]))
+        return loss
+
+    for _ in range(steps):
+        step()
+    return lambda inputs: tf.matmul((tf.constant(inputs, tf.float32) - mean) / scale, kernel) + bias
+
+
+def linear_probe_accuracy(model, class_images: np.ndarray, fit_drawings: int = 10, steps: int = 100,
+                          learning_rate: float = 0.1, weight_decay: float = 1e-4) -> dict:
+    """Accuracy of a linear classifier (logistic regression) trained on frozen embeddings; protocol above."""
+    start = time.perf_counter()
+    fit_images, fit_labels, score_images, score_labels = fit_and_score_split(class_images, fit_drawings)
+    classes = class_images.shape[0]
+    classifier = train_linear_classifier(frozen_embeddings(model, fit_images), fit_labels, classes, steps,
+                                         learning_rate, weight_decay)
+    logits = classifier(frozen_embeddings(model, score_images))
+    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32).numpy()
+    return classification_result("linear", predictions, score_labels, classes, start, fit_per_class=fit_drawings,
+                                 steps=steps, learning_rate=learning_rate, weight_decay=weight_decay)
+
+
 def adaptation_curve(model, class_images, spec: EpisodeSpec, steps=(0, 1, 5), episodes=600, tasks_per_call=10,
                      seed=EVALUATION_SEED) -> list[dict]:
     """Accuracy after each number of adaptation steps on the same fixed episodes: inner-loop steps (MAML family,

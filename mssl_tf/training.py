@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 
 from mssl_tf import distribute
+from mssl_tf import ssl_training
 from mssl_tf import unsupervised_training
 from mssl_tf.backbones import build_backbone
 from mssl_tf.data import EpisodeSpec, episode_dataset, load_split
@@ -31,6 +32,8 @@ class TrainConfig:
     shots: int = 5
     queries: int = 5
     meta_batch: int = 1
+    batch_size: int = 256  # SSL methods: images per step (global batch)
+    probe: bool = False  # SSL methods: online linear probe on stop-gradient features (uses labels)
     tasks: str = "labeled"  # or tasks made from the images alone (mssl_tf.unsupervised_training)
     cluster_encoder: str | None = None  # tasks=clusters: trained model whose embeddings are clustered
     init_from: str | None = None  # trained model whose backbone starts this run (e.g. a BYOL encoder)
@@ -117,18 +120,24 @@ def build_model(config: TrainConfig):
     options = dict(config.method_options)
     if config.method in ("maml", "fomaml", "metasgd", "anil", "reptile"):
         options.setdefault("ways", config.ways)
+    if ssl_training.is_ssl(config.method):
+        options = {**ssl_training.ssl_options(config), **options}
     return build_method(config.method, backbone, **options)
 
 
 def train(config: TrainConfig) -> dict:
     """Trains one model, saves `<output>/model.keras` and `<output>/train.json`, returns the summary."""
     unsupervised_training.check(config)
+    if config.steps == 0:
+        return ssl_training.save_untrained(config)  # the random-initialization floor
     keras.utils.set_random_seed(config.seed)
     strategy = distribute.get_strategy(config.strategy, config.devices)
     train_images = load_split(config.split, config.data_dir, config.source)
     validation_images = load_split("val", config.data_dir, config.source)
     spec = EpisodeSpec(config.ways, config.shots, config.queries)
-    if unsupervised_training.is_unsupervised(config):
+    if ssl_training.is_ssl(config.method):
+        dataset = ssl_training.ssl_dataset(config, train_images)
+    elif unsupervised_training.is_unsupervised(config):
         dataset = unsupervised_training.task_dataset(config, train_images, spec)
     else:
         dataset = episode_dataset(train_images, spec, config.meta_batch, seed=config.seed)
@@ -170,6 +179,7 @@ def train(config: TrainConfig) -> dict:
         "steps": clock.steps,
         "episodes": clock.steps * config.meta_batch,
         "labels_used": True,
+        **(ssl_training.ssl_summary(config) if ssl_training.is_ssl(config.method) else {}),
         **(unsupervised_training.summary(config) if config.tasks != "labeled" or config.init_from else {}),
         "curve": curve.points,
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},

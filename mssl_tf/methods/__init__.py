@@ -6,6 +6,7 @@ from mssl_tf.methods.matching import MatchingNet
 from mssl_tf.methods.meta_ssl import META_SSL_METHODS
 from mssl_tf.methods.protonet import ProtoNet
 from mssl_tf.methods.reptile import Reptile
+from mssl_tf.methods.ssl import SSL_METHODS, SSLModel
 
 METHODS = {
     "protonet": (ProtoNet, {}),
@@ -16,6 +17,7 @@ METHODS = {
     "anil": (MAML, {"adapt": "head"}),
     "reptile": (Reptile, {"first_order": True}),
     **META_SSL_METHODS,  # memory- and network-based meta-learning (mssl_tf/methods/meta_ssl/)
+    **SSL_METHODS,  # self-supervised: trained on multi-view batches of unlabeled images (mssl_tf/methods/ssl/)
 }
 
 
@@ -27,4 +29,6 @@ def build_method(name: str, backbone, **options):
     return cls(backbone, **{**defaults, **options})
 
 
-__all__ = ["METHODS", "EpisodicModel", "MAML", "MatchingNet", "ProtoNet", "Reptile", "build_method"]
+__all__ = [
+    "METHODS", "EpisodicModel", "MAML", "MatchingNet", "ProtoNet", "Reptile", "SSLModel", "SSL_METHODS", "build_method"
+]
