@@ -166,11 +166,16 @@ def test_same_flags_same_client_same_answers(server, exported, tmp_path):
             with EmbeddingClient(address, "encoder", timeout=3) as plain, pytest.raises(ServingError) as caught:
                 plain.status()
             assert caught.value.code == "UNAVAILABLE"
+        idle = RestClient(f"{scheme}://127.0.0.1:{rest_port}", "encoder", ssl_context=ssl_context)
+        idle.status()  # a kept-alive connection left open must not hold up the shutdown
     finally:
+        stopping = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=30)[0]
+        output = process.communicate(timeout=60)[0]
+        stopped_after = time.monotonic() - stopping
     if server == "mssl-tf serve":
         assert process.returncode == 0, output
+        assert stopped_after < 15  # not held for the 30 s REST idle timeout by the open connection
 
 
 @needs_openssl

@@ -299,8 +299,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         limits = self.server.api.limits
         body = b""
-        if method == "POST":
-            length = self.headers.get("Content-Length")
+        length = self.headers.get("Content-Length")
+        if method == "POST" or length not in (None, "0"):
             if length is None or not length.isdigit():
                 self.close_connection = True
                 return self._send(411, {"error": "a POST needs a Content-Length header (chunked bodies are not read)"})
@@ -347,6 +347,7 @@ class RestServer(HTTPServer):
         self.timeout_seconds = timeout_seconds
         self.ssl_context = server_ssl_context(tls) if tls is not None else None
         self._pool = ThreadPoolExecutor(num_threads, thread_name_prefix="rest")
+        self._connections = set()
 
     def process_request(self, request, client_address):
         self._pool.submit(self._process, request, client_address)
@@ -356,14 +357,21 @@ class RestServer(HTTPServer):
             request.settimeout(self.timeout_seconds)
             if self.ssl_context is not None:
                 request = self.ssl_context.wrap_socket(request, server_side=True)
+            self._connections.add(request)
             self.finish_request(request, client_address)
         except (OSError, ssl.SSLError) as error:
             logger.debug("REST connection from %s ended: %s", client_address, error)
         finally:
+            self._connections.discard(request)
             self.shutdown_request(request)
 
     def server_close(self):
         super().server_close()
+        for connection in list(self._connections):  # wake handlers waiting on idle keep-alive connections
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
