@@ -76,7 +76,8 @@ def check(config) -> None:
         raise ValueError(f"--tasks {config.tasks} makes episodes for episodic methods; {config.method} trains on "
                          "multi-view batches of the unlabeled images already (drop --tasks)")
     if config.tasks == "clusters" and not config.cluster_encoder:
-        raise ValueError("--tasks clusters needs --cluster-encoder PATH (a trained model whose embeddings are clustered)")
+        raise ValueError("--tasks clusters needs --cluster-encoder PATH (a trained model whose embeddings are "
+                         "clustered)")
     unknown = set(config.task_options) - {*CLUSTER_DEFAULTS, "mixture", "mixture_weights", "original_support"}
     if unknown:
         raise ValueError(f"unknown --task-option {sorted(unknown)}; known: clusters, partitions, iterations, mixture, "

@@ -190,7 +190,8 @@ def test_maml_second_order_meta_gradient_matches_finite_differences(float64):
 
     rng = np.random.default_rng(0)
     batch = {"support_images": tf.constant(rng.normal(size=(2, 4, 2, 2, 1))),
-             "support_labels": tf.constant([[0, 1, 0, 1]] * 2), "query_images": tf.constant(rng.normal(size=(2, 6, 2, 2, 1))),
+             "support_labels": tf.constant([[0, 1, 0, 1]] * 2),
+             "query_images": tf.constant(rng.normal(size=(2, 6, 2, 2, 1))),
              "query_labels": tf.constant([[0, 1, 1, 0, 1, 0]] * 2)}
     check_meta_gradient(tiny_maml(False), batch, tiny_maml(True))
 
@@ -267,7 +268,8 @@ def test_unsupervised_training_records_no_labels_and_init_from_copies_the_backbo
     common = ["--data-dir", str(omniglot_dir), "--ways", "5", "--shots", "1", "--queries", "2", "--steps", "2",
               "--steps-per-epoch", "2", "--validate-episodes", "10"]
     encoder = tmp_path / "encoder"
-    assert cli.main(["train", "--method", "protonet", "--tasks", "augmentation", "--output", str(encoder), *common]) == 0
+    assert cli.main(["train", "--method", "protonet", "--tasks", "augmentation", "--output", str(encoder),
+                     *common]) == 0
     summary = json.loads((encoder / "train.json").read_text())
     assert summary["labels_used"] is False and summary["tasks"] == "augmentation"
 

@@ -35,7 +35,7 @@ SEED_TRANSFORMATIONS = ("rot0", "downsample", "hflip", "vflip", "rot90")  # iden
 
 
 def unlabeled_images(class_images: np.ndarray) -> np.ndarray:
-    """`[classes, drawings, H, W]` → `[classes·drawings, H, W]`: the images alone, which class each came from dropped."""
+    """`[classes, drawings, H, W]` → `[classes·drawings, H, W]`: the images alone, their classes dropped."""
     class_images = np.asarray(class_images)
     return class_images.reshape(-1, *class_images.shape[2:])
 
