@@ -86,6 +86,11 @@ def train_command(args) -> int:
         validate_episodes=args.validate_episodes,
         tensorboard=args.tensorboard,
         output=args.output,
+        backup_dir=args.backup_dir,
+        backup_every=args.backup_every,
+        early_stop=args.early_stop,
+        patience=args.patience,
+        preemption_checkpoint=args.preemption_checkpoint,
         command=args.command_line,
         **config_fields(args),  # --tasks, --cluster-encoder, --init-from, --task-option
     )
@@ -222,7 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--learning-rate", type=float, default=1e-3)
     train_parser.add_argument("--halve-every", type=int, default=2000, help="halve the learning rate every N steps")
     train_parser.add_argument("--seed", type=int, default=0)
-    train_parser.add_argument("--strategy", choices=["default", "mirrored"], default="default")
+    train_parser.add_argument(
+        "--strategy", choices=["default", "mirrored", "multiworker"], default="default",
+        help="multiworker: run the same command on every host, each with its TF_CONFIG (docs/multiworker.md)",
+    )
     train_parser.add_argument("--devices", type=int, default=None, help="logical CPU devices for --strategy mirrored")
     train_parser.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     train_parser.add_argument("--inner-steps", type=int, default=None)
@@ -234,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
                               help="validation-split episodes scored after every epoch (learning curve)")
     train_parser.add_argument("--tensorboard", default=None, help="write TensorBoard logs to this directory")
     train_parser.add_argument("--output", default="runs/model")
+    train_parser.add_argument("--backup-dir", default=None,
+                              help="checkpoints for resuming a killed run (default OUTPUT/backup; shared by all "
+                              "workers of a multiworker run)")
+    train_parser.add_argument("--backup-every", type=int, default=100, help="steps between backups")
+    train_parser.add_argument("--early-stop", default=None, metavar="METRIC",
+                              help="stop when this epoch metric stops improving, e.g. validation_accuracy or loss")
+    train_parser.add_argument("--patience", type=int, default=3, help="epochs without improvement for --early-stop")
+    train_parser.add_argument("--preemption-checkpoint", action="store_true",
+                              help="multiworker: on SIGTERM every worker saves a checkpoint and exits with code 42")
     from mssl_tf.unsupervised_training import add_eval_arguments, add_train_arguments
 
     add_train_arguments(train_parser)  # unsupervised tasks and --init-from

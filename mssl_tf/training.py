@@ -14,8 +14,10 @@ from mssl_tf import distribute
 from mssl_tf import ssl_training
 from mssl_tf import unsupervised_training
 from mssl_tf.backbones import build_backbone
-from mssl_tf.data import EpisodeSpec, episode_dataset, load_split
+from mssl_tf.data import EpisodeSpec, load_split
+from mssl_tf.distributed_training import episodes_from_step
 from mssl_tf.evaluation import confidence_interval, episode_accuracies
+from mssl_tf.guards import DatasetExhaustionGuard, NonFiniteLossGuard, StepLimit
 from mssl_tf.methods import build_method
 
 VALIDATION_SEED = 7  # validation episodes differ from the test episodes' seed
@@ -54,6 +56,11 @@ class TrainConfig:
     method_options: dict = field(default_factory=dict)
     tensorboard: str | None = None
     output: str = "runs/model"
+    backup_dir: str | None = None  # fault tolerance: default <output>/backup (see docs/multiworker.md)
+    backup_every: int = 100  # steps between backups
+    early_stop: str | None = None  # epoch metric to stop on, e.g. "validation_accuracy" or "loss"
+    patience: int = 3
+    preemption_checkpoint: bool = False  # multiworker: save and exit (code 42) on SIGTERM
     command: str = ""
 
 
@@ -81,6 +88,7 @@ class TrainingClock(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
+        self.steps = int(self.model.optimizer.iterations.numpy())  # a resumed run continues the count
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
@@ -112,6 +120,8 @@ class ValidationCurve(keras.callbacks.Callback):
             "train_loss": float(logs.get("loss", math.nan)) if logs else math.nan,
         }
         self.points.append(point)
+        if logs is not None:
+            logs["validation_accuracy"] = mean  # for early stopping and the history
         print(f"  validation {self.spec.ways}-way {self.spec.shots}-shot: {point}", flush=True)
 
 
@@ -125,9 +135,26 @@ def build_model(config: TrainConfig):
     return build_method(config.method, backbone, **options)
 
 
-def train(config: TrainConfig) -> dict:
-    """Trains one model, saves `<output>/model.keras` and `<output>/train.json`, returns the summary."""
+def make_optimizer(config: TrainConfig):
+    learning_rate = config.learning_rate
+    if config.halve_every:
+        learning_rate = keras.optimizers.schedules.ExponentialDecay(
+            config.learning_rate, config.halve_every, 0.5, staircase=True
+        )
+    return keras.optimizers.Adam(learning_rate)
+
+
+def train(config: TrainConfig, callbacks=()) -> dict:
+    """Trains one model, saves `<output>/model.keras` and `<output>/train.json`, returns the summary.
+
+    A run killed part-way resumes from its last backup (`backup_dir`) when started again with the same config.
+    `strategy="multiworker"` trains with `mssl_tf.distributed_training` instead of `fit`.
+    """
     unsupervised_training.check(config)
+    if config.strategy == "multiworker":
+        from mssl_tf.distributed_training import train_distributed
+
+        return train_distributed(config, callbacks)
     if config.steps == 0:
         return ssl_training.save_untrained(config)  # the random-initialization floor
     keras.utils.set_random_seed(config.seed)
@@ -135,23 +162,25 @@ def train(config: TrainConfig) -> dict:
     train_images = load_split(config.split, config.data_dir, config.source)
     validation_images = load_split("val", config.data_dir, config.source)
     spec = EpisodeSpec(config.ways, config.shots, config.queries)
-    if ssl_training.is_ssl(config.method):
-        dataset = ssl_training.ssl_dataset(config, train_images)
-    elif unsupervised_training.is_unsupervised(config):
-        dataset = unsupervised_training.task_dataset(config, train_images, spec)
-    else:
-        dataset = episode_dataset(train_images, spec, config.meta_batch, seed=config.seed)
 
     with strategy.scope():
         model = build_model(config)
-        learning_rate = config.learning_rate
-        if config.halve_every:
-            learning_rate = keras.optimizers.schedules.ExponentialDecay(
-                config.learning_rate, config.halve_every, 0.5, staircase=True
-            )
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=config.jit_compile)
+        model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)
     if config.init_from:
         unsupervised_training.initialize_backbone(model, config.init_from)
+    backup_dir = config.backup_dir or str(Path(config.output) / "backup")
+    backup = keras.callbacks.BackupAndRestore(backup_dir, save_freq=config.backup_every, double_checkpoint=True)
+    backup.set_model(model)
+    backup.on_train_begin()  # restores now: the episodes must continue from the restored step
+    start_step = int(model.optimizer.iterations.numpy())
+    if start_step:
+        print(f"resumed from step {start_step} ({backup_dir})", flush=True)
+    if ssl_training.is_ssl(config.method):
+        dataset = ssl_training.ssl_dataset(config, train_images, start_step)
+    elif unsupervised_training.is_unsupervised(config):
+        dataset = unsupervised_training.task_dataset(config, train_images, spec, start_step)
+    else:
+        dataset = episodes_from_step(train_images, spec, config.meta_batch, config.seed, start_step)
 
     clock = TrainingClock()
     validation_ways = min(config.validate_ways, getattr(model, "ways", config.validate_ways))
@@ -162,13 +191,21 @@ def train(config: TrainConfig) -> dict:
         clock,
         config.meta_batch,
     )
-    callbacks = [clock, curve]
+    user_callbacks = list(callbacks)
+    # The guards come first: a diverged step must stop training before the backup overwrites the last good one.
+    callbacks = [NonFiniteLossGuard(backup_dir), DatasetExhaustionGuard(config.steps_per_epoch, config.steps),
+                 StepLimit(config.steps), backup, clock, curve]
     if config.minutes:
         callbacks.append(TimeBudget(config.minutes, clock))
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
-    epochs = max(1, math.ceil(config.steps / config.steps_per_epoch))
-    history = model.fit(dataset, steps_per_epoch=config.steps_per_epoch, epochs=epochs, callbacks=callbacks, verbose=2)
+    if config.early_stop:
+        callbacks.append(keras.callbacks.EarlyStopping(config.early_stop, patience=config.patience))
+    # A resumed run restarts its epoch (Keras' BackupAndRestore restores the epoch, not the batch), hence one
+    # more epoch at most; StepLimit ends the run at exactly config.steps optimizer steps.
+    epochs = max(1, math.ceil(config.steps / config.steps_per_epoch)) + (1 if start_step else 0)
+    history = model.fit(dataset, steps_per_epoch=config.steps_per_epoch, epochs=epochs,
+                        callbacks=callbacks + user_callbacks, verbose=2)
 
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -178,6 +215,7 @@ def train(config: TrainConfig) -> dict:
         "train_seconds": round(clock.training_seconds(), 1),
         "steps": clock.steps,
         "episodes": clock.steps * config.meta_batch,
+        "resumed_from": start_step,
         "labels_used": True,
         **(ssl_training.ssl_summary(config) if ssl_training.is_ssl(config.method) else {}),
         **(unsupervised_training.summary(config) if config.tasks != "labeled" or config.init_from else {}),
