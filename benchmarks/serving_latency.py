@@ -14,7 +14,9 @@ elsewhere on the machine falls on every case alike), each pass after a few warm-
 - REST: `RestClient.embed` (`POST /v1/models/<name>:predict`, columnar `{"inputs": ...}` JSON);
 - in-process: the SavedModel's `serving_default` signature called directly, and Keras `model.predict` on the
   encoder (float images; its per-call overhead is Keras', not the model's).
-Reported per case: p50 and p99 latency (ms) and embeddings per second (batch / mean latency, one client).
+Reported per case: p50 and p99 latency (ms) and embeddings per second (batch / mean latency, one client), with
+the machine's load average: on a shared machine, other processes' load falls harder on the two-process cases
+(each request waits for the client and the server to be scheduled in turn) than on the in-process ones.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
     parser.add_argument("--base-path", default=None, help="a model's base path (numeric version directories)")
     parser.add_argument("--model-name", default=None, help="its served name (default: the directory name)")
     parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per case, over all rounds")
-    parser.add_argument("--rounds", type=int, default=3, help="passes over all cases")
+    parser.add_argument("--rounds", type=int, default=4, help="passes over all cases")
     parser.add_argument("--output", default="benchmarks/results/serving_latency.json")
     args = parser.parse_args(argv)
 
@@ -121,6 +123,7 @@ def main(argv=None) -> int:
 
         keras_encoder = load_exported(version_dir, "keras")
 
+    load_at_start = os.getloadavg()
     grpc_port, rest_port = free_port(), free_port()
     serve = [sys.executable, "-m", "mssl_tf.cli", "serve", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
              f"--model_name={model_name}", f"--model_base_path={base_path}", "--log_level=WARNING"]
@@ -191,6 +194,8 @@ def main(argv=None) -> int:
         "goal": "gRPC batch-64 throughput >= 0.8 x in-process",
         "commit": current_commit(Path(__file__).parent),
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU (server and client share them)",
+        "load_average_1_5_15_min": {"start": [round(value, 2) for value in load_at_start],
+                                    "end": [round(value, 2) for value in os.getloadavg()]},
         "tensorflow": tf.__version__,
     }
     output = Path(args.output)
