@@ -182,23 +182,14 @@ def results_command(args) -> int:
 
 
 def pipeline_command(args) -> int:
-    """The main job: train (or load an already trained model), then evaluate on the test split."""
-    from mssl_tf.training import TrainConfig, train
+    """The main job: train or load → export → serve → query embeddings (see `mssl_tf.pipeline`)."""
+    from mssl_tf.pipeline import PipelineConfig, run
 
-    model_path = Path(args.workdir) / "model.keras"
-    if model_path.is_file() and not args.retrain:
-        print(f"[1/2] loading the trained model {model_path}")
-    else:
-        print(f"[1/2] training ProtoNet on Omniglot (Vinyals train split) for {args.minutes} min")
-        train(TrainConfig(
-            method="protonet", data_dir=args.data_dir, source=args.source, ways=20, shots=5, queries=5, steps=100_000,
-            steps_per_epoch=100, minutes=args.minutes, output=args.workdir, command=args.command_line,
-        ))
-    print("[2/2] evaluating on the Vinyals test split")
-    evaluate_and_record(
-        model_path, parse_settings("5w1s,5w5s"), args.episodes, 15, args.data_dir, command=args.command_line,
-        source=args.source,
-    )
+    run(PipelineConfig(
+        entry=args.entry, train=args.train, minutes=args.minutes, workdir=args.workdir, retrain=args.retrain,
+        export_dir=args.export_dir, name=args.name, version=args.version, episodes=args.episodes,
+        data_dir=args.data_dir, source=args.source, serve_forever=args.serve_forever, command=args.command_line,
+    ))
     return 0
 
 
@@ -279,12 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     results_parser.add_argument("--readme", default="README.md")
     results_parser.set_defaults(handler=results_command)
 
-    pipeline_parser = commands.add_parser("pipeline", help="the main job: train or load, then evaluate")
+    pipeline_parser = commands.add_parser(
+        "pipeline", help="the main job: train or load an encoder → export → serve → query embeddings")
     add_data_argument(pipeline_parser)
-    pipeline_parser.add_argument("--workdir", default="runs/pipeline")
+    pipeline_parser.add_argument("--entry", default="prototypical-networks-conv4-omniglot",
+                                 help="zoo entry to load (default), unless --train")
+    pipeline_parser.add_argument("--train", action="store_true", help="train a ProtoNet for --minutes instead")
+    pipeline_parser.add_argument("--workdir", default="runs/pipeline", help="where --train keeps its model")
     pipeline_parser.add_argument("--minutes", type=float, default=3.0)
-    pipeline_parser.add_argument("--episodes", type=int, default=600)
-    pipeline_parser.add_argument("--retrain", action="store_true")
+    pipeline_parser.add_argument("--retrain", action="store_true", help="with --train: ignore a model in --workdir")
+    pipeline_parser.add_argument("--export-dir", default="export")
+    pipeline_parser.add_argument("--name", default="omniglot-encoder", help="served model name")
+    pipeline_parser.add_argument("--version", type=int, default=1)
+    pipeline_parser.add_argument("--episodes", type=int, default=100, help="few-shot test episodes sent to the server")
+    pipeline_parser.add_argument("--serve-forever", action="store_true", help="keep serving after the queries")
     pipeline_parser.set_defaults(handler=pipeline_command)
 
     from mssl_tf.cli_models import add_parsers as add_model_parsers

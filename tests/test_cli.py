@@ -58,13 +58,25 @@ def test_confidence_interval_is_1_96_standard_errors():
     assert half_width == pytest.approx(1.96 * (1 / 3) ** 0.5 / 2)
 
 
+def test_pipeline_loads_exports_serves_and_queries(tmp_path, omniglot_dir, capsys):
+    """The main job from the zoo: export, a real server on 127.0.0.1, embeddings equal to in-process ones."""
+    from mssl_tf.pipeline import PipelineConfig, run
+
+    summary = run(PipelineConfig(export_dir=str(tmp_path / "export"), episodes=20, data_dir=str(omniglot_dir)))
+    assert (tmp_path / "export" / "omniglot-encoder" / "1" / "saved_model.pb").is_file()
+    assert summary["embeddings_shape"] == [64, 64]
+    assert summary["grpc_max_abs_difference"] < 1e-5 and summary["rest_max_abs_difference"] < 1e-5
+    assert summary["served_5w1s"] == pytest.approx(summary["in_process_5w1s"])
+    assert summary["served_5w1s"][0] > 0.9
+    assert "[4/4]" in capsys.readouterr().out
+
+
 def test_pipeline_trains_then_reuses_the_trained_model(tmp_path, omniglot_dir, capsys):
     workdir = tmp_path / "pipeline"
-    arguments = ["pipeline", "--data-dir", str(omniglot_dir), "--workdir", str(workdir), "--minutes", "0.05",
-                 "--episodes", "20"]
+    arguments = ["pipeline", "--train", "--data-dir", str(omniglot_dir), "--workdir", str(workdir), "--minutes",
+                 "0.05", "--episodes", "5", "--export-dir", str(tmp_path / "export")]
     assert cli.main(arguments) == 0
-    first = capsys.readouterr().out
-    assert "training ProtoNet" in first and "5-way 5-shot" in first
+    assert "training ProtoNet" in capsys.readouterr().out
     assert (workdir / "model.keras").is_file()
     assert cli.main(arguments) == 0
-    assert "loading the trained model" in capsys.readouterr().out
+    assert "loading the model trained earlier" in capsys.readouterr().out
