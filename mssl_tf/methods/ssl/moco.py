@@ -57,6 +57,10 @@ class MoCo(SSLModel):
         if groups * replica_count() != self.batch_norm_groups:
             raise ValueError(f"batch_norm_groups={self.batch_norm_groups} must be a multiple of the "
                              f"{replica_count()} replicas")
+        if images.shape[0] is not None and images.shape[0] % groups:
+            raise ValueError(f"This replica's batch of {images.shape[0]} images does not split into "
+                             f"{groups} batch-norm groups; choose a batch size divisible by batch_norm_groups="
+                             f"{self.batch_norm_groups}")
         chunks = tf.split(images, groups) if groups > 1 else [images]
         features = tf.concat([backbone(chunk, training=training) for chunk in chunks], 0)
         return features, projector(features, training=training)
