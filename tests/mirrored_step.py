@@ -1,10 +1,9 @@
 """Run as a script: one training step on one device and under MirroredStrategy on 2 logical CPUs, same batch.
 
-Prints a JSON line per method with the losses and the largest weight difference. A separate process is
-needed because logical devices must be configured before TensorFlow initializes.
+Prints a JSON line per method (tests/replica_check.py). A separate process is needed because logical devices must
+be configured before TensorFlow initializes.
 """
 
-import json
 import os
 import sys
 
@@ -15,11 +14,10 @@ from mssl_tf import distribute  # noqa: E402
 distribute.split_cpu(2)
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import mssl_tf  # noqa: E402
 from mssl_tf.data import EpisodeSpec, episode_dataset, load_split  # noqa: E402
+from tests.replica_check import fit_from, report  # noqa: E402
 
 OPTIONS = {
     "protonet": {},
@@ -31,37 +29,15 @@ OPTIONS = {
 }
 
 
-def one_step(strategy, name, initial_weights, batch):
-    with strategy.scope():
-        model = mssl_tf.build_method(name, mssl_tf.conv4(), **OPTIONS[name])
-        if initial_weights is not None:
-            model.set_weights(initial_weights)
-        # Plain SGD: a gradient off by a factor (e.g. the replica count) changes the update, unlike Adam's first step.
-        model.compile(keras.optimizers.SGD(0.05))
-    weights = [w.copy() for w in model.get_weights()]
-    initial_trainable = [v.numpy() for v in model.trainable_variables]
-    history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, steps_per_epoch=1, verbose=0)
-    trainable = [v.numpy() for v in model.trainable_variables]
-    return weights, history.history["loss"][0], initial_trainable, trainable
-
-
 def main(names):
     images = load_split("train")[:100]
     batch = next(iter(episode_dataset(images, EpisodeSpec(5, 1, 5), meta_batch=2, seed=5)))
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     for name in names:
-        keras.utils.set_random_seed(0)
-        initial, single_loss, initial_trainable, single_weights = one_step(
-            tf.distribute.get_strategy(), name, None, batch
-        )
-        _, mirrored_loss, _, mirrored_weights = one_step(mirrored, name, initial, batch)
-        update = np.concatenate([(w - i).ravel() for w, i in zip(single_weights, initial_trainable)])
-        difference = np.concatenate([(a - b).ravel() for a, b in zip(single_weights, mirrored_weights)])
-        print(json.dumps({
-            "method": name, "replicas": mirrored.num_replicas_in_sync, "single_loss": single_loss,
-            "mirrored_loss": mirrored_loss, "update_norm": float(np.linalg.norm(update)),
-            "difference_norm": float(np.linalg.norm(difference)),
-        }), flush=True)
+        def build(name=name):
+            return mssl_tf.build_method(name, mssl_tf.conv4(), **OPTIONS[name])
+
+        report(name, lambda strategy, initial: fit_from(
+            strategy, build, initial, batch, 1, lambda: keras.optimizers.SGD(0.05)))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ SimCLR with negatives from this replica only, MoCo enqueueing only this replica'
 gradient is the world size times too large (the full global loss on every replica, no 1/replicas scaling).
 """
 
-import json
 import os
 import sys
 
@@ -32,7 +31,6 @@ from mssl_tf import distribute  # noqa: E402
 distribute.split_cpu(2)
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import mssl_tf  # noqa: E402
@@ -41,6 +39,7 @@ from mssl_tf.data.views import flatten_classes, multi_view_dataset  # noqa: E402
 from mssl_tf.losses import nt_xent  # noqa: E402
 from mssl_tf.methods.episodic import replica_count  # noqa: E402
 from mssl_tf.methods.ssl import BarlowTwins, MoCo, SimCLR, synchronized_batch_norm  # noqa: E402
+from tests.replica_check import fit_from, report  # noqa: E402
 
 
 class SimCLRLocalNegatives(SimCLR):
@@ -94,34 +93,12 @@ def compared(model):
     return [variable for variable in model.weights if "moving_" not in variable.path]
 
 
-def two_steps(strategy, name, initial_weights, batches):
-    with strategy.scope():
-        model = build(name)
-        if initial_weights is not None:
-            model.set_weights(initial_weights)
-        # Plain SGD: a gradient off by a factor (e.g. the replica count) changes the update, unlike Adam's.
-        model.compile(keras.optimizers.SGD(0.1))
-    weights = [w.copy() for w in model.get_weights()]
-    before = [v.numpy() for v in compared(model)]
-    history = model.fit(batches, epochs=1, steps_per_epoch=2, verbose=0)
-    return weights, history.history["loss"][0], before, [v.numpy() for v in compared(model)]
-
-
 def main(names):
     images, _ = flatten_classes(load_split("train")[:20])
     batches = multi_view_dataset(images, 8, "omniglot", seed=3, num_batches=2).cache()
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     for name in names:
-        keras.utils.set_random_seed(0)
-        initial, single_loss, before, single = two_steps(tf.distribute.get_strategy(), name, None, batches)
-        _, mirrored_loss, _, mirrored_weights = two_steps(mirrored, name, initial, batches)
-        update = np.concatenate([(a - b).ravel() for a, b in zip(single, before)])
-        difference = np.concatenate([(a - b).ravel() for a, b in zip(single, mirrored_weights)])
-        print(json.dumps({
-            "method": name, "replicas": mirrored.num_replicas_in_sync, "single_loss": single_loss,
-            "mirrored_loss": mirrored_loss, "update_norm": float(np.linalg.norm(update)),
-            "difference_norm": float(np.linalg.norm(difference)),
-        }), flush=True)
+        report(name, lambda strategy, initial: fit_from(
+            strategy, lambda: build(name), initial, batches, 2, lambda: keras.optimizers.SGD(0.1), compared))
 
 
 if __name__ == "__main__":
