@@ -58,18 +58,18 @@ def _records(results_dir):
 def render_table(records: list[dict], frozen_records: list[dict] = ()) -> str:
     """One row per trained model (run), one column per ways/shots setting, then the frozen-encoder protocols."""
     settings = sorted({(r["ways"], r["shots"]) for r in records})
-    protocols = [name for name in FROZEN_PROTOCOLS if any(r["protocol"] == name for r in frozen_records)]
     rows: dict[tuple, dict] = {}
     for record in [*records, *frozen_records]:
         key = (record.get("run", record["method"]), record["method"], record["labels_used"], record["train_seconds"])
         column = record["protocol"] if "protocol" in record else (record["ways"], record["shots"])
         rows.setdefault(key, {})[column] = record
+    # A run with frozen-encoder scores only makes no row.
+    rows = {key: cells for key, cells in rows.items() if any(setting in cells for setting in settings)}
+    protocols = [name for name in FROZEN_PROTOCOLS if any(name in cells for cells in rows.values())]
     header = ["Run", "Method", "Labels in training", "Training time",
               *(f"{w}-way {s}-shot" for w, s in settings), *(FROZEN_PROTOCOLS[name] for name in protocols)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (run, method, labels_used, seconds), cells in sorted(rows.items(), key=lambda item: str(item[0])):
-        if not any(setting in cells for setting in settings):
-            continue  # frozen-encoder scores alone do not make a row
         values = [
             f"{cells[c]['accuracy']:.2f} ± {cells[c]['ci95']:.2f}" if c in cells else "–" for c in [*settings, *protocols]
         ]
