@@ -465,18 +465,10 @@ def train_distributed(config, callbacks=()) -> dict:
     `<output>/model.keras` and `<output>/train.json`.
     """
     from mssl_tf import ssl_training, training, unsupervised_training
-    from mssl_tf.data import load_split
 
-    keras.utils.set_random_seed(config.seed)
-    strategy = distribute.get_strategy(config.strategy, config.devices)
-    train_images = load_split(config.split, config.data_dir, config.source)
-    validation_images = load_split("val", config.data_dir, config.source)
+    # A checkpoint, if any, overrides an --init-from initialization.
+    strategy, model, train_images, validation_images = training.prepare(config)
     spec = EpisodeSpec(config.ways, config.shots, config.queries)
-    with strategy.scope():
-        model = training.build_model(config)
-        model.compile(optimizer=training.make_optimizer(config))
-    if config.init_from:
-        unsupervised_training.initialize_backbone(model, config.init_from)  # a checkpoint, if any, overrides it
     if config.jit_compile:
         print("note: the distributed driver runs its step without XLA (--jit-compile applies to fit)", flush=True)
 
@@ -518,8 +510,7 @@ def train_distributed(config, callbacks=()) -> dict:
         "train_seconds": round(clock.training_seconds(), 1),
         "steps": result["steps"],
         "episodes": result["steps"] * config.meta_batch,
-        "labels_used": True,
-        **(ssl_training.ssl_summary(config) if ssl_training.is_ssl(config.method) else {}),
+        **training.data_summary(config),
         "curve": curve.points,
         "history": result["history"],
         "resumed_from": result["resumed_from"],

@@ -144,6 +144,34 @@ def make_optimizer(config: TrainConfig):
     return keras.optimizers.Adam(learning_rate)
 
 
+def prepare(config: TrainConfig):
+    """What both drivers (`fit` here, `mssl_tf.distributed_training`) start from: the seeded model, built and
+    compiled in the strategy's scope (optionally initialized from another run), and the train and validation data.
+
+    Returns:
+        (strategy, model, train class images, validation class images).
+    """
+    keras.utils.set_random_seed(config.seed)
+    strategy = distribute.get_strategy(config.strategy, config.devices)
+    train_images = load_split(config.split, config.data_dir, config.source)
+    validation_images = load_split("val", config.data_dir, config.source)
+    with strategy.scope():
+        model = build_model(config)
+        model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)
+    if config.init_from:
+        unsupervised_training.initialize_backbone(model, config.init_from)
+    return strategy, model, train_images, validation_images
+
+
+def data_summary(config: TrainConfig) -> dict:
+    """What `train.json` records about the training data, `labels_used` first."""
+    return {
+        "labels_used": True,
+        **(ssl_training.ssl_summary(config) if ssl_training.is_ssl(config.method) else {}),
+        **(unsupervised_training.summary(config) if config.tasks != "labeled" or config.init_from else {}),
+    }
+
+
 def train(config: TrainConfig, callbacks=()) -> dict:
     """Trains one model, saves `<output>/model.keras` and `<output>/train.json`, returns the summary.
 
@@ -157,17 +185,8 @@ def train(config: TrainConfig, callbacks=()) -> dict:
         return train_distributed(config, callbacks)
     if config.steps == 0:
         return ssl_training.save_untrained(config)  # the random-initialization floor
-    keras.utils.set_random_seed(config.seed)
-    strategy = distribute.get_strategy(config.strategy, config.devices)
-    train_images = load_split(config.split, config.data_dir, config.source)
-    validation_images = load_split("val", config.data_dir, config.source)
+    strategy, model, train_images, validation_images = prepare(config)
     spec = EpisodeSpec(config.ways, config.shots, config.queries)
-
-    with strategy.scope():
-        model = build_model(config)
-        model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)
-    if config.init_from:
-        unsupervised_training.initialize_backbone(model, config.init_from)
     backup_dir = config.backup_dir or str(Path(config.output) / "backup")
     backup = keras.callbacks.BackupAndRestore(backup_dir, save_freq=config.backup_every, double_checkpoint=True)
     backup.set_model(model)
@@ -216,9 +235,7 @@ def train(config: TrainConfig, callbacks=()) -> dict:
         "steps": clock.steps,
         "episodes": clock.steps * config.meta_batch,
         "resumed_from": start_step,
-        "labels_used": True,
-        **(ssl_training.ssl_summary(config) if ssl_training.is_ssl(config.method) else {}),
-        **(unsupervised_training.summary(config) if config.tasks != "labeled" or config.init_from else {}),
+        **data_summary(config),
         "curve": curve.points,
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},
     }
