@@ -19,8 +19,24 @@ def replica_count() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+class OptimizerBuiltOnCompile:
+    """Mixin for the method bases: `compile` builds the optimizer's variables at once.
+
+    They are then created inside the caller's strategy scope, never lazily inside a replica's `tf.function`
+    (which fails under `tf.distribute`). Loading a saved model recompiles through the same override, which is
+    what restores the optimizer state.
+    """
+
+    def compile(self, optimizer="adam", **kwargs):
+        super().compile(optimizer=optimizer, **kwargs)
+        self.optimizer.build(self.trainable_variables)
+
+    def compile_from_config(self, config):
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+
 @keras.saving.register_keras_serializable(package="mssl_tf")
-class EpisodicModel(keras.Model):
+class EpisodicModel(OptimizerBuiltOnCompile, keras.Model):
     """Base of episodic meta-learners.
 
     A batch is a dict of a meta-batch of tasks (see `mssl_tf.data.episodes`). `train_step` takes the mean
@@ -50,15 +66,6 @@ class EpisodicModel(keras.Model):
     @property
     def metrics(self):
         return [self.loss_tracker, self.accuracy_tracker]
-
-    def compile(self, optimizer="adam", **kwargs):
-        super().compile(optimizer=optimizer, **kwargs)
-        # Built here, inside the caller's strategy scope, never lazily inside a replica's tf.function.
-        self.optimizer.build(self.trainable_variables)
-
-    def compile_from_config(self, config):
-        # Loading a saved model recompiles it through the override above (and so restores the optimizer state).
-        self.compile(**keras.saving.deserialize_keras_object(config))
 
     # === Hooks ===
     def meta_learn(self, task: dict, training: bool) -> tuple[tf.Tensor, tf.Tensor]:

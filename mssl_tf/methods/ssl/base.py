@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from mssl_tf.methods.episodic import TASK_KEYS, replica_count, task_cross_entropy
+from mssl_tf.methods.episodic import TASK_KEYS, OptimizerBuiltOnCompile, replica_count, task_cross_entropy
 from mssl_tf.methods.protonet import prototype_logits
 
 
 @keras.saving.register_keras_serializable(package="mssl_tf")
-class SSLModel(keras.Model):
+class SSLModel(OptimizerBuiltOnCompile, keras.Model):
     """Base of self-supervised methods.
 
     A batch is a dict from `mssl_tf.data.views.multi_view_dataset`: `views [batch, views, H, W, C]` and, only for
@@ -56,13 +56,6 @@ class SSLModel(keras.Model):
     def metrics(self):
         probe = [self.probe_loss_tracker, self.probe_accuracy_tracker] if self.probe is not None else []
         return [self.loss_tracker, *probe]
-
-    def compile(self, optimizer="adam", **kwargs):
-        super().compile(optimizer=optimizer, **kwargs)
-        self.optimizer.build(self.trainable_variables)
-
-    def compile_from_config(self, config):
-        self.compile(**keras.saving.deserialize_keras_object(config))
 
     # === Hook ===
     def compute_ssl_loss(self, views: list[tf.Tensor], training: bool) -> tuple[tf.Tensor, tf.Tensor]:
