@@ -160,6 +160,7 @@ def rest_post(server, path, body: bytes):
     with connection, connection.makefile("rb") as answer:
         connection.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
                            "Connection: close\r\n\r\n".encode() + body)
+        connection.shutdown(socket.SHUT_WR)
         status = int(answer.readline().split()[1])
         while answer.readline().strip():
             pass
@@ -239,6 +240,11 @@ def test_rest_body_limits(server):
     assert "JSON Parse error" in rest_post(server, "/v1/models/encoder:predict", b"{not json")[1]["error"]
     status, answer = rest_post(server, "/v1/models/encoder:predict", b" " * (LIMITS.max_request_bytes + 1))
     assert status == 413 and "--max_request_bytes" in answer["error"]
+    # The answer comes from the headers alone: a client that has sent no body yet already reads the 413.
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as connection:
+        connection.sendall(b"POST /v1/models/encoder:predict HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Length: %d\r\n\r\n" % (10 * LIMITS.max_request_bytes))
+        assert connection.recv(64).startswith(b"HTTP/1.1 413")
     with RestClient(f"http://127.0.0.1:{server.rest_port}", "nobody") as missing:
         with pytest.raises(ServingError) as caught:
             missing.status()

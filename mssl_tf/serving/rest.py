@@ -18,6 +18,7 @@ import re
 import socket
 import ssl
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import unquote, urlsplit
@@ -285,6 +286,9 @@ def _to_json(name: str, value: np.ndarray):
     return value
 
 
+_LINGER_SECONDS = 5.0
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "mssl-tf-serve"
@@ -302,17 +306,34 @@ class _Handler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         if method == "POST" or length not in (None, "0"):
             if length is None or not length.isdigit():
-                self.close_connection = True
-                return self._send(411, {"error": "a POST needs a Content-Length header (chunked bodies are not read)"})
+                return self._reject(411, "a POST needs a Content-Length header (chunked bodies are not read)")
             if int(length) > limits.max_request_bytes:
-                self.close_connection = True
-                return self._send(413, {"error": f"the request body has {length} bytes, more than this server's "
-                                                 f"limit of {limits.max_request_bytes} (--max_request_bytes)"})
+                return self._reject(413, f"the request body has {length} bytes, more than this server's "
+                                         f"limit of {limits.max_request_bytes} (--max_request_bytes)")
             body = self.rfile.read(int(length))
         if not self.path.lower().startswith("/v1/"):
             return self._send(404, {"error": f"no such endpoint: {self.path}; the API lives under /v1/models/"})
         status, document = self.server.api.handle(method, self.path, body)
         self._send(status, document)
+
+    def _reject(self, status: int, error: str) -> None:
+        """Answers without reading the body, then closes the way nginx and Apache do ("lingering close").
+
+        Closing a socket with unread bytes in it resets the connection, and a client still sending its body
+        would see a broken pipe instead of this answer. So: send, stop writing, and discard what the client
+        still sends until it stops, is idle for a second, or `_LINGER_SECONDS` pass; then close.
+        """
+        self.close_connection = True
+        self._send(status, {"error": error})
+        self.wfile.flush()
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(1.0)
+            deadline = time.monotonic() + _LINGER_SECONDS
+            while time.monotonic() < deadline and self.connection.recv(1 << 16):
+                pass
+        except OSError:  # the client closed or went idle: either way we are done
+            pass
 
     def _send(self, status: int, document: dict) -> None:
         data = dumps_json(document).encode("utf-8")
