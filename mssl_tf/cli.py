@@ -109,6 +109,7 @@ def evaluate_and_record(
     from mssl_tf.evaluation import evaluate
     from mssl_tf.results import current_commit, write_record
     from mssl_tf.training import load_trained
+    from mssl_tf.unsupervised_training import pretraining_seconds
 
     data_dir = resolve_data_dir(data_dir, require_zips=source == "zips")
     model, summary = load_trained(model_path)
@@ -141,6 +142,7 @@ def evaluate_and_record(
             "train_split": train_config.get("split", "unknown"),
             **result,
             "train_seconds": summary.get("train_seconds", 0.0),
+            "pretraining_seconds": pretraining_seconds(summary),
             "train_tasks": summary.get("episodes", 0),
             "train_setting": {k: train_config.get(k) for k in ("ways", "shots", "queries", "meta_batch")},
             "labels_used": bool(summary.get("labels_used", True)),

@@ -103,6 +103,7 @@ def evaluate_frozen_and_record(model_path, protocol: str, data_dir=None, split="
     from mssl_tf.evaluation import knn_accuracy, linear_probe_accuracy
     from mssl_tf.results import current_commit
     from mssl_tf.training import load_trained
+    from mssl_tf.unsupervised_training import pretraining_seconds
 
     data_dir = resolve_data_dir(data_dir, require_zips=source == "zips")
     model, summary = load_trained(model_path)
@@ -118,6 +119,7 @@ def evaluate_frozen_and_record(model_path, protocol: str, data_dir=None, split="
         "split": f"{split} (Vinyals)",
         **result,
         "train_seconds": summary.get("train_seconds", 0.0),
+        "pretraining_seconds": pretraining_seconds(summary),
         "labels_used": bool(summary.get("labels_used", True)),
         "command": {"train": train_config.get("command", ""), "eval": command},
         "commit": current_commit(Path(__file__).parent),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,15 +116,27 @@ def cluster_assignments(config, images) -> np.ndarray:
             return stored["assignments"]
     from mssl_tf.training import load_trained
 
+    start = time.perf_counter()
     encoder, _ = load_trained(encoder_file)
     embeddings = unsupervised_tasks.encoder_embeddings(encoder, images)
     print(f"clustering {len(images)} embeddings: {settings['partitions']} partitions of {settings['clusters']} "
           "clusters", flush=True)
     assignments = unsupervised_tasks.cluster_partitions(embeddings, settings["clusters"], settings["partitions"],
                                                         seed=config.seed, iterations=settings["iterations"])
+    seconds = round(time.perf_counter() - start, 1)
+    print(f"clustered in {seconds} s", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, assignments=assignments, key=json.dumps(key))
+    np.savez(cache, assignments=assignments, key=json.dumps(key), seconds=seconds)
     return assignments
+
+
+def clustering_seconds(config) -> float | None:
+    """Seconds the run's k-means partitions took (embedding the images included), from the cache; None if none."""
+    cache = Path(config.output or ".") / "cluster_partitions.npz"
+    if not (config.cluster_encoder and config.tasks in ("clusters", "mixture") and cache.is_file()):
+        return None
+    stored = np.load(cache)
+    return float(stored["seconds"]) if "seconds" in stored else None
 
 
 def model_file(path) -> Path:
@@ -135,12 +148,10 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def source_labels_used(path) -> bool | None:
-    """Whether the trained model at `path` used labels, from its `train.json` (None when not recorded)."""
+def source_summary(path) -> dict:
+    """The `train.json` beside the trained model at `path` ({} when there is none)."""
     summary_file = model_file(path).parent / "train.json"
-    if not summary_file.is_file():
-        return None
-    return json.loads(summary_file.read_text()).get("labels_used")
+    return json.loads(summary_file.read_text()) if summary_file.is_file() else {}
 
 
 def initialize_backbone(model, path) -> None:
@@ -166,8 +177,12 @@ def summary(config) -> dict:
     recorded = {}
     for name, path in sources.items():
         if path:
+            source = source_summary(path)
             recorded[name] = {"path": str(model_file(path)), "sha256": sha256(model_file(path)),
-                              "labels_used": source_labels_used(path)}
+                              "labels_used": source.get("labels_used"),
+                              "train_seconds": source.get("train_seconds"),
+                              "pretraining_seconds": pretraining_seconds(source)}
+    seconds = clustering_seconds(config)
     # A source model without a record counts as having used labels: never claim less than is known.
     labels_used = not is_unsupervised(config) or any(item["labels_used"] is not False for item in recorded.values())
     return {
@@ -176,7 +191,27 @@ def summary(config) -> dict:
         "task_options": dict(config.task_options),
         **({"views": config.views} if config.tasks in ("augmentation", "mixture") else {}),
         **recorded,
+        **({"clustering_seconds": seconds} if seconds is not None else {}),
     }
+
+
+def pretraining_seconds(summary: dict) -> float:
+    """Seconds spent before a run on what it starts from: the training of its `--init-from` and `--cluster-encoder`
+    models (theirs in turn included, a model used twice counted once) and the clustering. A run's whole cost is
+    this plus its own `train_seconds`. Reads a source's `train.json` where `summary` predates these fields."""
+    total = float(summary.get("clustering_seconds") or 0.0)
+    counted = set()
+    for name in ("init_from", "cluster_encoder"):
+        source = summary.get(name)
+        if not source or source.get("sha256") in counted:
+            continue
+        counted.add(source.get("sha256"))
+        if source.get("train_seconds") is None:
+            recorded = source_summary(source["path"]) if Path(source["path"]).exists() else {}
+            source = {**source, "train_seconds": recorded.get("train_seconds"),
+                      "pretraining_seconds": pretraining_seconds(recorded)}
+        total += float(source.get("train_seconds") or 0.0) + float(source.get("pretraining_seconds") or 0.0)
+    return round(total, 1)
 
 
 
@@ -226,6 +261,7 @@ def adaptation_command(args) -> int:
                 "ways": ways, "shots": shots, "queries": args.queries, "split": f"{args.split} (Vinyals)",
                 "adaptation": curve, "labels_used": bool(summary.get("labels_used", True)),
                 "train_seconds": summary.get("train_seconds", 0.0),
+                "pretraining_seconds": pretraining_seconds(summary),
                 "command": {"train": summary.get("config", {}).get("command", ""), "eval": args.command_line},
                 "commit": current_commit(Path(__file__).parent),
                 "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores",

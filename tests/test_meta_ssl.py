@@ -278,6 +278,13 @@ def test_unsupervised_training_records_no_labels_and_init_from_copies_the_backbo
                      "--output", str(run), *common]) == 0
     summary = json.loads((run / "train.json").read_text())
     assert summary["labels_used"] is False and summary["init_from"]["labels_used"] is False
+    from mssl_tf.unsupervised_training import pretraining_seconds
+
+    encoder_seconds = json.loads((encoder / "train.json").read_text())["train_seconds"]
+    assert summary["init_from"]["train_seconds"] == encoder_seconds > 0
+    assert pretraining_seconds(summary) == encoder_seconds
+    older = {"init_from": {"path": str(encoder / "model.keras"), "sha256": "a"}}  # a train.json before these fields
+    assert pretraining_seconds({**older, "cluster_encoder": older["init_from"]}) == encoder_seconds  # counted once
 
     records = tmp_path / "records"
     assert cli.main(["eval", str(run), "--data-dir", str(omniglot_dir), "--split", "val", "--settings", "5w1s",
@@ -285,6 +292,7 @@ def test_unsupervised_training_records_no_labels_and_init_from_copies_the_backbo
     record = json.loads((records / "memory_5w1s_adaptation.json").read_text())
     assert [point["steps"] for point in record["adaptation"]] == [0, 1]
     assert record["adaptation"][0]["accuracy"] == 20.0 and record["labels_used"] is False
+    assert record["pretraining_seconds"] == encoder_seconds
 
     source, _ = load_trained(encoder)
     target = MemoryNetwork(mssl_tf.conv4())

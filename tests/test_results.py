@@ -16,3 +16,30 @@ def test_frozen_protocols_join_their_run_row():
     assert lines[2] == "| a | simclr | no | 10 min | 90.00 ± 0.50 | 59.41 ± 0.74 |"
     assert lines[3] == "| b | simclr | no | 10 min | 80.00 ± 0.50 | – |"
     assert len(lines) == 4  # a run with frozen-encoder scores only makes no row
+
+
+def test_training_time_counts_what_a_run_started_from():
+    lines = results.render_table([record("byol-then-protonet", ways=5, shots=1, pretraining_seconds=590.0)]).splitlines()
+    assert lines[2] == "| byol-then-protonet | simclr | no | 20 min (10 before + 10) | 90.00 ± 0.50 |"
+    assert results.training_time(0.0) == "none"
+
+
+def test_adaptation_table_and_readme_update(tmp_path):
+    curve = [{"steps": 0, "accuracy": 20.0, "ci95": 0.0}, {"steps": 1, "accuracy": 91.5, "ci95": 0.61}]
+    adaptation = record("memory-run", method="memory", ways=5, shots=1, adaptation=curve)
+    lines = results.render_adaptation_table([adaptation]).splitlines()
+    assert lines[0] == "| Run | Method | Setting | 0 steps | 1 step |"
+    assert lines[2] == "| memory-run | memory | 5-way 1-shot | 20.00 ± 0.00 | 91.50 ± 0.61 |"
+
+    records = tmp_path / "records"
+    results.write_record(records, "memory-run_5w1s", {**record("memory-run", ways=5, shots=1), "episodes": 600,
+                                                      "dataset": "omniglot", "command": {}, "commit": "x"})
+    (records / "memory-run_5w1s_adaptation.json").write_text(__import__("json").dumps(adaptation))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{results.TABLE_START}\nold\n{results.TABLE_END}\nb\n"
+                      f"{results.ADAPTATION_START}\nold\n{results.ADAPTATION_END}\nc\n")
+    results.update_readme(readme, records)
+    text = readme.read_text()
+    assert "old" not in text and "| memory-run | simclr | no | 10 min | 90.00 ± 0.50 |" in text
+    assert "| memory-run | memory | 5-way 1-shot | 20.00 ± 0.00 | 91.50 ± 0.61 |" in text
+    assert text.startswith("a\n") and text.endswith("c\n")

@@ -244,3 +244,7 @@ def test_cluster_tasks_from_an_encoder_are_clustered_once_and_cached(tmp_path):
     stamp = (tmp_path / "run" / "cluster_partitions.npz").stat().st_mtime_ns
     next(iter(task_dataset(config, class_images, spec)))
     assert (tmp_path / "run" / "cluster_partitions.npz").stat().st_mtime_ns == stamp, "the cache was not reused"
+    from mssl_tf.unsupervised_training import clustering_seconds, summary
+
+    assert clustering_seconds(config) == float(cache["seconds"]) >= 0.0
+    assert summary(config)["clustering_seconds"] == clustering_seconds(config)
