@@ -105,6 +105,13 @@ def test_untrained_hypernetwork_emits_the_prototype_classifier():
     assert loss < 0.5 * math.log(3) and (probabilities > 0.5).all()
 
 
+def test_hypernetwork_learns_its_step_sizes_only_when_meta_training_takes_steps():
+    learned = lambda model: {w.name for w in model.trainable_weights if "inner_learning_rate" in w.name}  # noqa: E731
+    assert learned(HyperNetwork(mssl_tf.conv4(), inner_steps=0)) == set()
+    assert learned(HyperNetwork(mssl_tf.conv4(), inner_steps=1)) == {"inner_learning_rate_weights",
+                                                                       "inner_learning_rate_biases"}
+
+
 def test_hypernetwork_inner_steps_lower_support_and_query_loss():
     keras.utils.set_random_seed(2)
     model = HyperNetwork(identity_backbone(), hidden_units=(8,), inner_learning_rate=0.05)

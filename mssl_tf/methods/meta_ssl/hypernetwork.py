@@ -57,8 +57,11 @@ class HyperNetwork(EpisodicModel):
         layers.append(keras.layers.Dense(self.feature_dim + 1, kernel_initializer="zeros", name="head_correction"))
         self.generator = keras.Sequential(layers, name="generator")
         self.generator.build((None, 2 * self.feature_dim))
+        # Learned only when meta-training fine-tunes (inner_steps > 0); otherwise they stay at `inner_learning_rate`
+        # for evaluation-time steps, and Keras does not warn about variables without gradients.
         self.inner_learning_rates = [
-            self.add_weight(shape=(), initializer=keras.initializers.Constant(self.inner_learning_rate), name=name)
+            self.add_weight(shape=(), initializer=keras.initializers.Constant(self.inner_learning_rate), name=name,
+                            trainable=self.inner_steps > 0)
             for name in ("inner_learning_rate_weights", "inner_learning_rate_biases")
         ]
 
