@@ -155,6 +155,10 @@ PAPERS = {
     "barlow_twins": "Zbontar et al., Barlow Twins, ICML 2021, arXiv:2103.03230",
     "transformation": "Gidaris, Singh & Komodakis, Unsupervised Representation Learning by Predicting Image "
                       "Rotations, ICLR 2018, arXiv:1803.07728",
+    "memory": "after Santoro et al., Meta-Learning with Memory-Augmented Neural Networks, ICML 2016, and Miller et "
+              "al., Key-Value Memory Networks for Directly Reading Documents, EMNLP 2016, arXiv:1606.03126",
+    "hypernetwork": "after Qiao et al., Few-Shot Image Recognition by Predicting Parameters from Activations, "
+                    "CVPR 2018, arXiv:1706.03466",
 }
 LICENSE = "Apache-2.0 (these weights, like the code); trained on Omniglot, MIT license (Lake et al. 2015)"
 PREPROCESSING = {
