@@ -2,13 +2,13 @@
 
 import pytest
 
-from tests.meta_ssl_mirrored_step import OPTIONS
-from tests.replica_check import assert_replicas_agree, run_step_script
+from tests.workers.meta_ssl_mirrored_step import OPTIONS
+from tests.workers.replica_check import assert_replicas_agree, run_step_script
 
 
 @pytest.fixture(scope="module")
 def step_results():
-    return run_step_script("tests.meta_ssl_mirrored_step", OPTIONS)
+    return run_step_script("tests.workers.meta_ssl_mirrored_step", OPTIONS)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))

@@ -4,8 +4,8 @@ driver: both end with identical weights, equal to `model.fit` in one process on 
 import numpy as np
 import pytest
 
-from tests import cluster
-from tests.multiworker_worker import OPTIONS, STEPS
+from tests.workers import cluster
+from tests.workers.multiworker_worker import OPTIONS, STEPS
 
 
 def load(path):

@@ -15,9 +15,9 @@ import tensorflow as tf
 from mssl_tf.data import EpisodeSpec, episode_dataset
 from mssl_tf.distributed_training import episode_dataset_fn, episodes_from_step, global_batch_dataset_fn
 from mssl_tf.training import load_trained
-from tests import cluster
+from tests.workers import cluster
 from tests.conftest import labelled_classes
-from tests.multiworker_worker import STEPS_PER_EPOCH
+from tests.workers.multiworker_worker import STEPS_PER_EPOCH
 
 KILL_AT = 4  # the runs have 8 steps in one epoch and a checkpoint every 2: step 4 is mid-epoch
 PREEMPT_AFTER = 2  # the preempted run gets its SIGTERM once step 2 is checkpointed

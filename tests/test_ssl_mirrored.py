@@ -1,19 +1,19 @@
 """Each SSL method: two 2-replica MirroredStrategy steps equal the single-device steps on the same global batches.
 
-The comparison and its batch-norm treatment are explained in tests/ssl_mirrored_step.py. Negative controls with
+The comparison and its batch-norm treatment are explained in tests/workers/ssl_mirrored_step.py. Negative controls with
 the classic distributed bugs (negatives not gathered, queue filled with local keys only, Barlow Twins gradients
 off by the world size) must fail the same comparison, which shows the check can tell.
 """
 
 import pytest
 
-from tests.replica_check import assert_replicas_agree, run_step_script
-from tests.ssl_mirrored_step import BUGS, OPTIONS
+from tests.workers.replica_check import assert_replicas_agree, run_step_script
+from tests.workers.ssl_mirrored_step import BUGS, OPTIONS
 
 
 @pytest.fixture(scope="module")
 def step_results():
-    return run_step_script("tests.ssl_mirrored_step", [*OPTIONS, *BUGS])
+    return run_step_script("tests.workers.ssl_mirrored_step", [*OPTIONS, *BUGS])
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))

@@ -1,4 +1,4 @@
-"""Shared machinery of the "2 replicas = 1 replica" checks (tests/*mirrored_step.py and tests/test_*mirrored.py).
+"""Shared machinery of the "2 replicas = 1 replica" checks (tests/workers/*mirrored_step.py and tests/test_*mirrored.py).
 
 A step script trains the same model from the same initial weights once on the default strategy and once under a
 2-logical-CPU MirroredStrategy, on the same global batches, and prints one JSON line per method; the test runs the
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def fit_from(strategy, build, initial_weights, data, steps, optimizer, compared=None):

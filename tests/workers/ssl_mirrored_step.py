@@ -39,7 +39,7 @@ from mssl_tf.data.views import flatten_classes, multi_view_dataset  # noqa: E402
 from mssl_tf.losses import nt_xent  # noqa: E402
 from mssl_tf.methods.episodic import replica_count  # noqa: E402
 from mssl_tf.methods.ssl import BarlowTwins, MoCo, SimCLR, synchronized_batch_norm  # noqa: E402
-from tests.replica_check import fit_from, report  # noqa: E402
+from tests.workers.replica_check import fit_from, report  # noqa: E402
 
 
 class SimCLRLocalNegatives(SimCLR):

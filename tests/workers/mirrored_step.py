@@ -1,6 +1,6 @@
 """Run as a script: one training step on one device and under MirroredStrategy on 2 logical CPUs, same batch.
 
-Prints a JSON line per method (tests/replica_check.py). A separate process is needed because logical devices must
+Prints a JSON line per method (tests/workers/replica_check.py). A separate process is needed because logical devices must
 be configured before TensorFlow initializes.
 """
 
@@ -17,7 +17,7 @@ import keras  # noqa: E402
 
 import mssl_tf  # noqa: E402
 from mssl_tf.data import EpisodeSpec, episode_dataset, load_split  # noqa: E402
-from tests.replica_check import fit_from, report  # noqa: E402
+from tests.workers.replica_check import fit_from, report  # noqa: E402
 
 OPTIONS = {
     "protonet": {},

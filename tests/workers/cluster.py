@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).parents[1]
-WORKER = [sys.executable, "-m", "tests.multiworker_worker"]
+ROOT = Path(__file__).parents[2]
+WORKER = [sys.executable, "-m", "tests.workers.multiworker_worker"]
 
 
 def free_ports(count: int) -> list[int]:
@@ -33,7 +33,7 @@ def tf_config(ports: list[int], index: int) -> str:
 
 
 def start(arguments: list[str], log: Path, tf_config_text: str | None = None, environment=None) -> subprocess.Popen:
-    """One process of `tests.multiworker_worker`, in its own process group, output to `log`."""
+    """One process of `tests.workers.multiworker_worker`, in its own process group, output to `log`."""
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **(environment or {})}
     environment.pop("TF_CONFIG", None)
     if tf_config_text:

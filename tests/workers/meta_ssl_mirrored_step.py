@@ -2,7 +2,7 @@
 same meta-batch of unsupervised tasks (one augmentation-made task, one transformation task: a mixture).
 
 Prints a JSON line per method with the losses and the size of the update and of the difference. A separate process
-is needed because logical devices must be configured before TensorFlow initializes (as tests/mirrored_step.py).
+is needed because logical devices must be configured before TensorFlow initializes (as tests/workers/mirrored_step.py).
 """
 
 import os
@@ -20,7 +20,7 @@ import tensorflow as tf  # noqa: E402
 import mssl_tf  # noqa: E402
 from mssl_tf.data import EpisodeSpec, load_split  # noqa: E402
 from mssl_tf.data import unsupervised_tasks  # noqa: E402
-from tests.replica_check import fit_from, report  # noqa: E402
+from tests.workers.replica_check import fit_from, report  # noqa: E402
 
 OPTIONS = {
     "memory": {"write_passes": 2},
