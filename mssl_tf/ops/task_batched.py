@@ -7,10 +7,14 @@ backward, to any order of differentiation. Dense layers become batched matmuls.
 
 Supported layers (the few-shot backbones): InputLayer, Conv2D (channels_last, no dilation/groups),
 BatchNormalization, ReLU / Activation, MaxPooling2D / AveragePooling2D, Flatten, Dense, nested
-Sequential/functional chains of these. `supports(model)` says whether a model qualifies.
+Sequential/functional chains of these. `supports(model)` says whether a model qualifies, and is False where
+TensorFlow cannot differentiate a grouped convolution (`grouped_convolution_gradients()`: e.g. CPUs on which
+oneDNN is off by default, such as AMD ones; MAML then runs its tasks with `stateless_call`, same numbers).
 """
 
 from __future__ import annotations
+
+import functools
 
 import keras
 import tensorflow as tf
@@ -32,9 +36,34 @@ def leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return layers
 
 
+@functools.cache
+def grouped_convolution_gradients() -> bool:
+    """Whether this TensorFlow build differentiates grouped convolutions on the default device.
+
+    Without oneDNN, TensorFlow's CPU kernels compute grouped convolutions forward but not their gradients
+    ("Gradients for grouped convolutions are not supported on CPU").
+    """
+
+    @tf.function
+    def gradients():
+        images, kernel = tf.ones([1, 3, 3, 2]), tf.ones([3, 3, 1, 2])  # two groups of one channel
+        return tf.gradients(tf.nn.conv2d(images, kernel, strides=1, padding="SAME"), [images, kernel])
+
+    with tf.init_scope():  # run now, even when first asked while a model is built inside a traced function
+        try:
+            gradients()
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+            return False
+    return True
+
+
 def supports(model: keras.Model) -> bool:
-    """True when every layer is one this module can run per task (see module docstring)."""
-    for layer in leaf_layers(model):
+    """True when every layer is one this module can run per task (see module docstring) and grouped convolutions
+    can be differentiated here."""
+    layers = leaf_layers(model)
+    if any(isinstance(layer, keras.layers.Conv2D) for layer in layers) and not grouped_convolution_gradients():
+        return False
+    for layer in layers:
         if isinstance(layer, keras.layers.Conv2D):
             config = layer.get_config()
             if config["groups"] != 1 or tuple(config["dilation_rate"]) != (1, 1):
