@@ -10,7 +10,12 @@ Signatures (preprocessing inside the graph, any batch size):
 | `few_shot` | `support_images` uint8 `[n, 28, 28, 1]`, `support_labels` int32 `[n]` in `0..ways-1`, `query_images` uint8 `[m, 28, 28, 1]` | `logits` float32 `[m, ways]` (negative squared distance to each class prototype of the raw features), `predictions` int32 `[m]` |
 
 `few_shot` classifies by nearest prototype (Snell et al. 2017) on the encoder's features for every method, the
-protocol used for all results of this project; `ways` is `max(support_labels) + 1`.
+protocol used for all results of this project; `ways` is `max(support_labels) + 1`. The graph itself refuses
+(InvalidArgumentError, so INVALID_ARGUMENT from TF Serving too) an empty support set, labels outside
+`0..max_ways-1` (`MAX_WAYS` = 1024 by default, recorded as the SavedModel's `few_shot_max_ways` variable and in
+`mssl_tf.json`) and label sets that skip a class, before anything of size `ways` is allocated. `embed_png` reads
+each image's width and height from its PNG or JPEG header and refuses images of more than `MAX_IMAGE_PIXELS`
+pixels before decoding them (a small "decompression bomb" PNG would otherwise decode to gigabytes).
 
 A version directory also holds, in `assets.extra/` (which TF Serving ignores apart from its warm-up file):
 `model.keras` (the whole Keras model, for fine-tuning: `mssl_tf.finetune.load_exported`), `mssl_tf.json`
@@ -40,6 +45,55 @@ KERAS_TWIN = "model.keras"
 METADATA_FILE = "mssl_tf.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 SIGNATURES = ("serving_default", "embed_float", "embed_png", "few_shot")
+MAX_WAYS = 1024  # most classes in one few_shot request (Omniglot's test split has 1692; an episode has 5 to 60)
+MAX_IMAGE_PIXELS = 2048 * 2048  # largest drawing embed_png decodes (Omniglot's are 105 x 105)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
+
+
+def few_shot_ways(support_labels: tf.Tensor, max_ways: int = MAX_WAYS) -> tf.Tensor:
+    """The number of classes of a support set, checked in the graph before anything of that size exists.
+
+    Raises (when the graph runs) InvalidArgumentError, which TF Serving answers as INVALID_ARGUMENT, if the
+    support set is empty, a label is outside `0..max_ways-1`, or a class below the largest label has no example.
+    """
+    labels = tf.convert_to_tensor(support_labels, tf.int32)
+    checks = [
+        tf.debugging.assert_positive(tf.size(labels), message="few_shot needs at least one support example"),
+        tf.debugging.assert_non_negative(labels, message="support_labels must be in 0..ways-1"),
+        tf.debugging.assert_less(labels, tf.constant(max_ways, tf.int32), message=(
+            f"support_labels must be below this model's limit of {max_ways} classes (few_shot_max_ways); "
+            "number the classes 0..ways-1")),
+    ]
+    with tf.control_dependencies(checks):
+        ways = tf.reduce_max(labels) + 1
+        distinct = tf.size(tf.unique(labels).y)
+    present = tf.debugging.assert_equal(distinct, ways, message=(
+        "support_labels must use every class 0..ways-1 (ways = max label + 1) at least once"))
+    with tf.control_dependencies([present]):
+        return tf.identity(ways)
+
+
+def image_size(encoded: tf.Tensor) -> tf.Tensor:
+    """`[height, width]` of a PNG or JPEG from its header, without decoding it; InvalidArgumentError otherwise."""
+    is_png = tf.equal(tf.strings.substr(encoded, 0, 8), PNG_SIGNATURE)
+    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, 3), JPEG_SIGNATURE)
+    known = tf.debugging.assert_equal(is_png | is_jpeg, True, message=(
+        "embed_png takes PNG or JPEG images; this one has neither signature"))
+    with tf.control_dependencies([known]):
+        def png_size():
+            whole = tf.debugging.assert_greater_equal(tf.strings.length(encoded), 24, message=(
+                "the PNG is cut short: it ends inside its header"))
+            with tf.control_dependencies([whole]):
+                header = tf.io.decode_raw(tf.strings.substr(encoded, 16, 8), tf.uint8)
+            values = tf.cast(tf.reshape(header, [2, 4]), tf.int64)
+            width, height = tf.unstack(tf.reduce_sum(values * [1 << 24, 1 << 16, 1 << 8, 1], axis=1))
+            return tf.stack([height, width])
+
+        def jpeg_size():
+            return tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64)
+
+        return tf.cond(is_png, png_size, jpeg_size)
 
 
 def encoder_of(model: keras.Model) -> keras.Model:
@@ -53,14 +107,19 @@ def decode_drawing(encoded: tf.Tensor, image_shape=IMAGE_SHAPE) -> tf.Tensor:
     Mirrors `mssl_tf.data.omniglot.preprocess` (grayscale, Lanczos resize, inversion); TensorFlow's Lanczos-3
     kernel is not bit-identical to Pillow's, so embeddings agree closely but not exactly.
     """
-    image = tf.io.decode_image(encoded, channels=1, expand_animations=False)
+    size = image_size(encoded)
+    small_enough = tf.debugging.assert_less_equal(tf.reduce_prod(size), tf.constant(MAX_IMAGE_PIXELS, tf.int64), message=(
+        f"the image is larger than embed_png's limit of {MAX_IMAGE_PIXELS} pixels; scale it down first"))
+    with tf.control_dependencies([small_enough]):
+        image = tf.io.decode_image(encoded, channels=1, expand_animations=False)
     image = tf.image.resize(tf.cast(image, tf.float32), image_shape[:2], method="lanczos3", antialias=True)
     image = tf.clip_by_value(tf.round(255.0 - image), 0.0, 255.0) / 255.0
     return tf.ensure_shape(image, image_shape)
 
 
-def build_archive(model: keras.Model, image_shape=IMAGE_SHAPE) -> keras.export.ExportArchive:
-    """An `ExportArchive` of `model`'s encoder with the four signatures of this module."""
+def build_archive(model: keras.Model, image_shape=IMAGE_SHAPE, max_ways: int = MAX_WAYS) -> keras.export.ExportArchive:
+    """An `ExportArchive` of `model`'s encoder with the four signatures of this module (`few_shot` refuses more
+    than `max_ways` classes)."""
     encoder = encoder_of(model)
     uint8_images = tf.TensorSpec([None, *image_shape], tf.uint8)
 
@@ -86,14 +145,16 @@ def build_archive(model: keras.Model, image_shape=IMAGE_SHAPE) -> keras.export.E
 
     @tf.function(input_signature=[uint8_images, tf.TensorSpec([None], tf.int32), uint8_images])
     def few_shot(support_images, support_labels, query_images):
-        tf.debugging.assert_non_negative(support_labels, message="support_labels must be in 0..ways-1")
-        support = features(tf.cast(support_images, tf.float32) / 255.0)
-        query = features(tf.cast(query_images, tf.float32) / 255.0)
+        ways = few_shot_ways(support_labels, max_ways)
+        with tf.control_dependencies([ways]):
+            support = features(tf.cast(support_images, tf.float32) / 255.0)
+            query = features(tf.cast(query_images, tf.float32) / 255.0)
         logits = prototype_logits(support, support_labels, query)
         return {"logits": logits, "predictions": tf.argmax(logits, axis=-1, output_type=tf.int32)}
 
     archive = keras.export.ExportArchive()
     archive.track(encoder)
+    archive.few_shot_max_ways = tf.Variable(max_ways, trainable=False, dtype=tf.int32, name="few_shot_max_ways")
     # `serving_default` first: ExportArchive also aliases the first endpoint as the default one.
     for name, function in (("serving_default", serving_default), ("embed_float", embed_float),
                            ("embed_png", embed_png), ("few_shot", few_shot)):
@@ -189,6 +250,8 @@ def export_model(
             "input": {"shape": list(IMAGE_SHAPE), "dtype": "uint8", "ink": 255, "background": 0,
                       "resize_from_drawings": "grayscale, Lanczos to 28x28, inverted (embed_png)"},
             "signatures": list(SIGNATURES),
+            "few_shot_max_ways": MAX_WAYS,
+            "embed_png_max_pixels": MAX_IMAGE_PIXELS,
             "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,

@@ -30,13 +30,15 @@ def spec_arguments(model_spec) -> dict:
     }
 
 
-def predict(manager: ModelManager, limits: Limits, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+def predict(manager: ModelManager, limits: Limits, request: predict_pb2.PredictRequest,
+            deadline: float | None = None) -> predict_pb2.PredictResponse:
+    """Runs a PredictRequest; `deadline` is a `time.monotonic()` value after which the model is not run."""
     servable = manager.resolve(**spec_arguments(request.model_spec))
     signature_name, _ = servable.signature(request.model_spec.signature_name)
     inputs = {
         name: to_ndarray(proto, name, limits.max_tensor_elements) for name, proto in request.inputs.items()
     }
-    outputs = servable.predict(signature_name, inputs, tuple(request.output_filter))
+    outputs = servable.predict(signature_name, inputs, tuple(request.output_filter), deadline)
     response = predict_pb2.PredictResponse()
     response.model_spec.name = servable.name
     response.model_spec.version.value = servable.version

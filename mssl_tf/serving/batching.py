@@ -26,12 +26,13 @@ from mssl_tf.serving.errors import ServingError
 
 
 class _Task:
-    __slots__ = ("array", "rows", "enqueued", "done", "result", "error")
+    __slots__ = ("array", "rows", "enqueued", "deadline", "done", "result", "error")
 
-    def __init__(self, array: np.ndarray):
+    def __init__(self, array: np.ndarray, deadline: float | None = None):
         self.array = array
         self.rows = len(array)
         self.enqueued = time.monotonic()
+        self.deadline = deadline
         self.done = threading.Event()
         self.result = None
         self.error = None
@@ -59,6 +60,7 @@ class BatchScheduler:
         self.name = name
         self.batches_run = 0
         self.tasks_run = 0
+        self.tasks_expired = 0  # dropped from the queue because their deadline passed before a batch took them
         self._queue: deque[_Task] = deque()
         self._queued_rows = 0
         self._condition = threading.Condition()
@@ -68,12 +70,18 @@ class BatchScheduler:
         self._former = threading.Thread(target=self._form_batches, name=f"{name}-former", daemon=True)
         self._former.start()
 
-    def submit(self, inputs: dict) -> dict:
-        """Runs `inputs` as part of a batch and returns this request's rows of every output."""
+    def submit(self, inputs: dict, deadline: float | None = None) -> dict:
+        """Runs `inputs` as part of a batch and returns this request's rows of every output.
+
+        Args:
+            inputs: `{input_name: array}`.
+            deadline: a `time.monotonic()` value; if it passes while the request is queued, the request is
+                dropped unrun and DEADLINE_EXCEEDED raised.
+        """
         array = inputs[self.input_name]
         if array.ndim == 0 or len(array) > self.options.max_batch_size or len(array) == 0:
             return self.run(inputs)
-        task = _Task(array)
+        task = _Task(array, deadline)
         with self._condition:
             if self._closed:  # the version is being unloaded: its last requests run unbatched
                 task = None
@@ -91,7 +99,18 @@ class BatchScheduler:
                 self._condition.notify_all()
         if task is None:
             return self.run(inputs)
-        task.done.wait()
+        if not task.done.wait(None if deadline is None else max(deadline - time.monotonic(), 0.0)):
+            with self._condition:
+                if task in self._queue:  # not taken by a batch yet: drop it unrun
+                    self._queue.remove(task)
+                    self._queued_rows -= task.rows
+                    self.tasks_expired += 1
+                    raise ServingError(
+                        "DEADLINE_EXCEEDED",
+                        f"Deadline exceeded while queued for a batch of {self.name}: the request was not run; give "
+                        "the call a longer deadline or retry later",
+                    )
+            task.done.wait()
         if task.error is not None:
             raise task.error
         return task.result
@@ -110,11 +129,17 @@ class BatchScheduler:
         """Waits for queued tasks and returns the next batch (None once closed and drained)."""
         timeout = self.options.batch_timeout_micros / 1e6
         with self._condition:
-            while not self._queue:
+            while True:
+                self._drop_expired()
+                if self._queue:
+                    break
                 if self._closed:
                     return None
                 self._condition.wait()
             while True:
+                self._drop_expired()
+                if not self._queue:
+                    return []
                 batch, rows = [], 0
                 first = self._queue[0]
                 for task in self._queue:
@@ -132,13 +157,35 @@ class BatchScheduler:
                     return batch
                 self._condition.wait(remaining)
 
+    def _drop_expired(self) -> None:
+        """Fails the queued tasks whose deadline has passed (called with the condition held)."""
+        now = time.monotonic()
+        if not any(task.deadline is not None and task.deadline <= now for task in self._queue):
+            return
+        kept = deque()
+        for task in self._queue:
+            if task.deadline is not None and task.deadline <= now:
+                task.error = ServingError(
+                    "DEADLINE_EXCEEDED",
+                    f"Deadline exceeded while queued for a batch of {self.name} ({(now - task.enqueued) * 1000:.0f} "
+                    "ms in the queue): the request was not run; give the call a longer deadline or retry later",
+                )
+                task.done.set()
+                self._queued_rows -= task.rows
+                self.tasks_expired += 1
+            else:
+                kept.append(task)
+        self._queue = kept
+
     def _form_batches(self) -> None:
         while True:
             self._free_threads.acquire()  # form a batch only when a thread can run it: the queue grows meanwhile
             batch = self._take_batch()
-            if batch is None:
+            if not batch:
                 self._free_threads.release()
-                return
+                if batch is None:
+                    return
+                continue
             self._executor.submit(self._run_batch, batch)
 
     def _run_batch(self, batch: list[_Task]) -> None:

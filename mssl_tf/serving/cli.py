@@ -7,7 +7,10 @@ A command line moves between the two unchanged:
 
 As in TF Serving, `--rest_api_port=0` (the default) means no REST endpoint; `--port=0` picks a free gRPC port.
 Beyond TF Serving: `--host` (default 127.0.0.1, loopback only), `--max_request_bytes`, `--max_json_depth`,
-`--max_tensor_elements`. A few TF Serving flags that have no meaning here are accepted and ignored, with a note.
+`--max_tensor_elements`, a memory budget (`--request_memory_budget_bytes`, `--memory_per_input_element`,
+`--max_rows_per_run`), `--rest_api_header_timeout_in_ms`, and HandleReloadConfigRequest off unless
+`--enable_reload_config_request` with `--model_base_path_root`. A few TF Serving flags that have no meaning here
+are accepted and ignored, with a note.
 """
 
 from __future__ import annotations
@@ -66,8 +69,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     network.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
     network.add_argument("--grpc_socket_path", default="", help="also serve gRPC on this UNIX socket")
     network.add_argument("--rest_api_port", type=int, default=0, help="REST port (0: no REST endpoint)")
-    network.add_argument("--rest_api_num_threads", type=int, default=None, help="REST connections served at once")
-    network.add_argument("--rest_api_timeout_in_ms", type=int, default=30000)
+    network.add_argument("--rest_api_num_threads", type=int, default=None,
+                         help="REST requests run at once (connections wait in the event loop, not in a thread)")
+    network.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                         help="per REST request, from its headers: time for its body to arrive and for it to start "
+                              "running (504 DEADLINE_EXCEEDED after)")
     network.add_argument("--grpc_max_threads", type=int, default=16)
     network.add_argument("--grpc_channel_arguments", default="",
                          help="comma-separated key=value gRPC server options (integer values as numbers)")
@@ -88,6 +94,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     extra.add_argument("--max_request_bytes", type=int, default=64 << 20, help="largest gRPC message / REST body")
     extra.add_argument("--max_json_depth", type=int, default=32, help="deepest JSON nesting in a REST body")
     extra.add_argument("--max_tensor_elements", type=int, default=1 << 24, help="most elements in one input tensor")
+    extra.add_argument("--request_memory_budget_bytes", type=int, default=4 << 30,
+                       help="memory the requests in progress may use together, by estimated cost (beyond: "
+                            "RESOURCE_EXHAUSTED / 429)")
+    extra.add_argument("--memory_per_input_element", type=int, default=512,
+                       help="working bytes a model run is assumed to take per input element (for the budget)")
+    extra.add_argument("--max_rows_per_run", type=int, default=256,
+                       help="batches of row-wise signatures run in pieces of at most this many rows")
+    extra.add_argument("--rest_api_header_timeout_in_ms", type=int, default=10000,
+                       help="time a REST connection has to send complete request headers (idle ones are closed)")
+    add_bool(extra, "enable_reload_config_request", False,
+             "answer ModelService/HandleReloadConfigRequest (off: PERMISSION_DENIED); needs --model_base_path_root")
+    extra.add_argument("--model_base_path_root", default="",
+                       help="every model base path (flags, config file, reload requests) must lie under this directory")
     extra.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     for name in IGNORED_FLAGS:
@@ -128,10 +147,14 @@ def build_server(args):
     return ModelServer(
         models, host=args.host, port=args.port, rest_api_port=args.rest_api_port or None,
         poll_wait_seconds=args.file_system_poll_wait_seconds, batching=batching, tls=tls,
-        limits=Limits(args.max_request_bytes, args.max_json_depth, args.max_tensor_elements),
+        limits=Limits(args.max_request_bytes, args.max_json_depth, args.max_tensor_elements,
+                      args.request_memory_budget_bytes, args.memory_per_input_element, args.max_rows_per_run),
         saved_model_tags=tuple(tag.strip() for tag in args.saved_model_tags.split(",") if tag.strip()),
         max_num_load_retries=args.max_num_load_retries, enable_model_warmup=args.enable_model_warmup,
         rest_api_num_threads=args.rest_api_num_threads, rest_api_timeout_seconds=args.rest_api_timeout_in_ms / 1000,
+        rest_api_header_timeout_seconds=args.rest_api_header_timeout_in_ms / 1000,
+        enable_reload_config_request=args.enable_reload_config_request,
+        model_base_path_root=args.model_base_path_root or None,
         grpc_max_threads=args.grpc_max_threads, grpc_channel_arguments=channel_arguments(args.grpc_channel_arguments),
         grpc_socket_path=args.grpc_socket_path, model_config_file=args.model_config_file or None,
         model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
@@ -150,10 +173,12 @@ def serve_command(args) -> int:
             tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
         if args.tensorflow_inter_op_parallelism:
             tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+    from mssl_tf.serving.errors import ServingError
+
     try:
         server = build_server(args)
-    except (ValueError, OSError, ImportError) as error:
-        print(f"mssl-tf serve: {error}", file=sys.stderr)
+    except (ValueError, OSError, ImportError, ServingError) as error:
+        print(f"mssl-tf serve: {getattr(error, 'message', error)}", file=sys.stderr)
         return 2
     try:
         server.start()

@@ -51,3 +51,23 @@ def from_tensorflow(error) -> ServingError:
     """A `tf.errors.OpError` raised while running a signature, with its code kept."""
     message = getattr(error, "message", None) or str(error)
     return ServingError(code_from_number(getattr(error, "error_code", 2)), message.strip())
+
+
+def load_error(error: Exception, path) -> ServingError:
+    """Why a version failed to load, with the code TF Serving reports for it.
+
+    A TensorFlow error keeps its code; a `saved_model.pb` that does not parse is DATA_LOSS (TensorFlow's
+    ReadBinaryProto says "Can't parse ... as binary proto"); a missing file or MetaGraph is NOT_FOUND.
+    """
+    if isinstance(error, ServingError):
+        return error
+    from google.protobuf.message import DecodeError
+
+    if isinstance(error, DecodeError):
+        return ServingError("DATA_LOSS", f"Can't parse {path}/saved_model.pb as binary proto: {error}; the version "
+                                         "is corrupt or still being copied: export it again")
+    if isinstance(error, (FileNotFoundError, LookupError)) or "no MetaGraph tagged" in str(error):
+        return ServingError("NOT_FOUND", f"{type(error).__name__}: {error}")
+    if hasattr(error, "error_code"):
+        return from_tensorflow(error)
+    return ServingError("UNKNOWN", f"{type(error).__name__}: {error}")

@@ -1,4 +1,5 @@
-"""Request limits the embedded server enforces beyond TF Serving: request size, JSON nesting, tensor elements."""
+"""Request limits the embedded server enforces beyond TF Serving: request size, JSON nesting, tensor elements,
+memory, few-shot classes."""
 
 from __future__ import annotations
 
@@ -21,11 +22,19 @@ class Limits:
         max_json_depth: deepest nesting of arrays/objects in a REST body (a [N, 28, 28, 1] image batch in the row
             format nests 6 deep inside `{"instances": ...}`).
         max_tensor_elements: most elements in one input tensor.
+        memory_budget_bytes: memory the requests in progress may use together, by their estimated cost
+            (`mssl_tf.serving.admission`); beyond it requests answer RESOURCE_EXHAUSTED (REST 429).
+        memory_per_input_element: working bytes a model run is assumed to take per input element.
+        max_rows_per_run: a batch of a signature whose rows are independent (one input, batch axis first) runs
+            in pieces of at most this many rows, so its working memory does not grow with the batch.
     """
 
     max_request_bytes: int = 64 << 20
     max_json_depth: int = 32
     max_tensor_elements: int = 1 << 24
+    memory_budget_bytes: int = 4 << 30
+    memory_per_input_element: int = 512
+    max_rows_per_run: int = 256
 
     def check_json_depth(self, body: bytes) -> None:
         depth = json_depth(body, stop_above=self.max_json_depth)

@@ -19,9 +19,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from mssl_tf.serving.admission import MemoryBudget, run_cost
 from mssl_tf.serving.batching import BatchScheduler
 from mssl_tf.serving.config import BatchingOptions, ModelConfig
-from mssl_tf.serving.errors import ServingError, from_tensorflow
+from mssl_tf.serving.deadlines import check_deadline
+from mssl_tf.serving.errors import ServingError, from_tensorflow, load_error
 from mssl_tf.serving.limits import Limits
 from mssl_tf.serving.tensors import check_against_signature, signature_shape, to_ndarray
 
@@ -63,21 +67,25 @@ class Servable:
         tags: the MetaGraph to load.
         batching: if given, single-input signatures whose inputs and outputs all lead with the batch axis are
             batched across concurrent requests.
-        limits: the request limits (tensor elements).
+        limits: the request limits (tensor elements, rows per run, memory per input element).
+        budget: the server-wide memory budget each run is admitted against (None: no admission).
     """
 
     def __init__(self, name: str, version: int, path, tags=("serve",), batching: BatchingOptions | None = None,
-                 limits: Limits = Limits()):
+                 limits: Limits = Limits(), budget: MemoryBudget | None = None):
         import tensorflow as tf
 
-        self.name, self.version, self.path, self.limits = name, version, Path(path), limits
+        self.name, self.version, self.path, self.limits, self.budget = name, version, Path(path), limits, budget
         self.signature_defs = dict(read_meta_graph(path, tags).signature_def)
         self.loaded = tf.saved_model.load(str(path), tags=list(tags))
         self.functions = dict(self.loaded.signatures)
+        # Signatures whose rows are independent examples: batched across requests, split into runs.
+        self.row_wise = {signature_name for signature_name in self.functions
+                         if self._batchable(self.signature_defs.get(signature_name))}
         self.schedulers = {}
         if batching is not None:
             for signature_name, function in self.functions.items():
-                if self._batchable(self.signature_defs.get(signature_name)):
+                if signature_name in self.row_wise:
                     (input_name,) = self.signature_defs[signature_name].inputs
                     self.schedulers[signature_name] = BatchScheduler(
                         lambda inputs, signature_name=signature_name: self._call(signature_name, inputs),
@@ -110,13 +118,20 @@ class Servable:
             )
         return signature_name, signature_def
 
-    def predict(self, signature_name: str, inputs: dict, output_filter=()) -> dict:
-        """Validates `inputs` (name → numpy array) against the signature and runs it.
+    def predict(self, signature_name: str, inputs: dict, output_filter=(), deadline: float | None = None) -> dict:
+        """Validates `inputs` (name → numpy array) against the signature, admits its memory cost and runs it.
+
+        Args:
+            signature_name: the signature ("" for serving_default).
+            inputs: name → numpy array.
+            output_filter: output names to return (all when empty).
+            deadline: `time.monotonic()` value after which the work is not started (nor its next piece).
 
         Raises:
             ServingError: FAILED_PRECONDITION for an unknown signature; INVALID_ARGUMENT for missing or extra
-                inputs, a wrong dtype or shape, too many elements, or an unknown output in `output_filter`; the
-                TensorFlow error's code if the model itself fails.
+                inputs, a wrong dtype or shape, too many elements, or an unknown output in `output_filter`;
+                RESOURCE_EXHAUSTED when its memory does not fit the budget; DEADLINE_EXCEEDED when `deadline`
+                passed before it ran; the TensorFlow error's code if the model itself fails.
         """
         signature_name, signature_def = self.signature(signature_name)
         expected = signature_def.inputs
@@ -151,13 +166,39 @@ class Servable:
                     f"output tensor alias not found in signature: {output_name} Outputs expected to be in the set "
                     f"{{{','.join(sorted(signature_def.outputs))}}}.",
                 )
-        scheduler = self.schedulers.get(signature_name)
-        outputs = scheduler.submit(inputs) if scheduler is not None else self._call(signature_name, inputs)
+        rows_per_run = self.limits.max_rows_per_run if signature_name in self.row_wise else None
+        reservation = None
+        if self.budget is not None:
+            reservation = self.budget.reserve(
+                run_cost(inputs, rows_per_run, self.limits.memory_per_input_element),
+                f"this request to {self.name} version {self.version} signature {signature_name}",
+            )
+        try:
+            check_deadline(deadline, "before the model ran")
+            scheduler = self.schedulers.get(signature_name)
+            outputs = (scheduler.submit(inputs, deadline) if scheduler is not None
+                       else self._call(signature_name, inputs, deadline))
+        finally:
+            if reservation is not None:
+                reservation.release()
         if output_filter:
             outputs = {name: outputs[name] for name in output_filter}
         return outputs
 
-    def _call(self, signature_name: str, inputs: dict) -> dict:
+    def _call(self, signature_name: str, inputs: dict, deadline: float | None = None) -> dict:
+        """Runs the signature; a row-wise one in pieces of `max_rows_per_run` rows, checking `deadline` before each."""
+        if signature_name in self.row_wise:
+            ((input_name, array),) = inputs.items()
+            size = self.limits.max_rows_per_run
+            if array.ndim and len(array) > size:
+                pieces = []
+                for start in range(0, len(array), size):
+                    check_deadline(deadline, f"after {start} of {len(array)} rows")
+                    pieces.append(self._run(signature_name, {input_name: array[start:start + size]}))
+                return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
+        return self._run(signature_name, inputs)
+
+    def _run(self, signature_name: str, inputs: dict) -> dict:
         import tensorflow as tf
 
         function = self.functions[signature_name]
@@ -229,17 +270,24 @@ class ModelManager:
         max_num_load_retries: failed loads of one version retried on later polls at most this often.
         enable_model_warmup: replay warm-up records before a version becomes available.
         limits: request limits handed to every version.
+        budget: the server-wide memory budget every version's runs are admitted against (None: no admission).
+        model_base_path_root: if given, every base path must lie under this directory (after resolving links).
     """
 
     def __init__(self, configs, poll_wait_seconds: float = 1.0, saved_model_tags=("serve",),
                  batching: BatchingOptions | None = None, max_num_load_retries: int = 5,
-                 enable_model_warmup: bool = True, limits: Limits = Limits()):
+                 enable_model_warmup: bool = True, limits: Limits = Limits(), budget: MemoryBudget | None = None,
+                 model_base_path_root: str | None = None):
         self.poll_wait_seconds = poll_wait_seconds
         self.saved_model_tags = tuple(saved_model_tags)
         self.batching = batching
         self.max_num_load_retries = max_num_load_retries
         self.enable_model_warmup = enable_model_warmup
         self.limits = limits
+        self.budget = budget
+        self.model_base_path_root = model_base_path_root
+        configs = list(configs)
+        self.check_base_paths(configs)
         self._configs: dict[str, ModelConfig] = {config.name: config for config in configs}
         self._servables: dict[str, dict[int, Servable]] = {}  # replaced, never mutated: readers need no lock
         self._states: dict[str, dict[int, VersionStatus]] = {}
@@ -284,8 +332,28 @@ class ModelManager:
                     return
                 self._poll_model(config)
 
+    def check_base_paths(self, configs) -> None:
+        """Raises PERMISSION_DENIED when a base path lies outside `model_base_path_root`."""
+        if self.model_base_path_root is None:
+            return
+        root = os.path.realpath(self.model_base_path_root)
+        for config in configs:
+            path = os.path.realpath(config.base_path)
+            if os.path.commonpath([root, path]) != root:
+                raise ServingError(
+                    "PERMISSION_DENIED",
+                    f"model {config.name}: base path {config.base_path} is outside the allowed root {root} "
+                    "(--model_base_path_root); export the model under it",
+                )
+
     def reload_config(self, configs) -> None:
-        """Replaces the model list (HandleReloadConfigRequest, a changed --model_config_file)."""
+        """Replaces the model list (HandleReloadConfigRequest, a changed --model_config_file).
+
+        Raises:
+            ServingError: PERMISSION_DENIED when a base path lies outside `model_base_path_root` (nothing changes).
+        """
+        configs = list(configs)
+        self.check_base_paths(configs)
         configs = {config.name: config for config in configs}
         with self._poll_lock:
             removed = {name for name, config in self._configs.items()
@@ -320,15 +388,15 @@ class ModelManager:
         self._set_state(name, version, "LOADING")
         logger.info("Loading servable: {name: %s version: %d} from %s", name, version, path)
         try:
-            servable = Servable(name, version, path, self.saved_model_tags, self.batching, self.limits)
+            servable = Servable(name, version, path, self.saved_model_tags, self.batching, self.limits, self.budget)
             if self.enable_model_warmup:
                 replayed = servable.warm_up()
                 if replayed:
                     logger.info("Warmed up %s version %d with %d requests", name, version, replayed)
         except Exception as error:
             self._failures[(name, version)] = self._failures.get((name, version), 0) + 1
-            code = error.code if isinstance(error, ServingError) else "UNKNOWN"
-            message = error.message if isinstance(error, ServingError) else f"{type(error).__name__}: {error}"
+            failure = load_error(error, path)
+            code, message = failure.code, failure.message
             logger.error("Loading servable: {name: %s version: %d} failed: %s", name, version, message)
             self._set_state(name, version, "END", code, message)
             return

@@ -1,4 +1,4 @@
-"""TF Serving's REST API on the standard library's HTTP server.
+"""TF Serving's REST API: routes, request formats, response shapes (the transport is `rest_server.RestServer`).
 
     GET  /v1/models/<name>[/versions/<v>|/labels/<l>]             model status
     GET  /v1/models/<name>[/versions/<v>|/labels/<l>]/metadata    signature defs
@@ -11,16 +11,10 @@ columnar one, `{"error": "..."}` with the HTTP status TF Serving maps the error'
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
-import os
 import re
-import socket
-import ssl
-import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import unquote, urlsplit
 
 from mssl_tf.serving._dependencies import require_serving_api
@@ -33,11 +27,11 @@ from tensorflow.core.framework import types_pb2  # noqa: E402
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2  # noqa: E402
 
 from mssl_tf.serving import api  # noqa: E402
-from mssl_tf.serving.config import TlsConfig  # noqa: E402
+from mssl_tf.serving.deadlines import check_deadline  # noqa: E402
 from mssl_tf.serving.errors import ServingError  # noqa: E402
 from mssl_tf.serving.limits import Limits  # noqa: E402
 from mssl_tf.serving.models import ModelManager  # noqa: E402
-from mssl_tf.serving.tensors import NUMPY_DTYPES, dtype_name, dumps_json  # noqa: E402
+from mssl_tf.serving.tensors import NUMPY_DTYPES, dtype_name  # noqa: E402
 
 logger = logging.getLogger("mssl_tf.serving")
 
@@ -68,16 +62,18 @@ class RestApi:
         self.manager = manager
         self.limits = limits
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    def handle(self, method: str, path: str, body: bytes, deadline: float | None = None) -> tuple[int, dict]:
+        """Answers one request; `deadline` (a `time.monotonic()` value) passed means DEADLINE_EXCEEDED (504)."""
         try:
-            return 200, self._route(method, urlsplit(path).path, body)
+            check_deadline(deadline, "while queued for a REST worker (--rest_api_num_threads)")
+            return 200, self._route(method, urlsplit(path).path, body, deadline)
         except ServingError as error:
             return error.http_status, {"error": error.message}
-        except Exception as error:  # noqa: BLE001 - answer with the reason rather than drop the connection
+        except Exception:  # noqa: BLE001 - answer rather than drop the connection; the details stay in the log
             logger.exception("REST request failed: %s %s", method, path)
-            return 500, {"error": f"{type(error).__name__}: {error}"}
+            return 500, {"error": "INTERNAL: the server failed on this request; its log has the details"}
 
-    def _route(self, method: str, path: str, body: bytes) -> dict:
+    def _route(self, method: str, path: str, body: bytes, deadline: float | None = None) -> dict:
         malformed = ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {path}")
         if method == "POST":
             match = PREDICT_PATH.fullmatch(path)
@@ -89,7 +85,7 @@ class RestApi:
                 raise ServingError(
                     "UNIMPLEMENTED", f":{verb} is not served by mssl-tf serve (it serves :predict); use TF Serving"
                 )
-            return self._predict(spec, body)
+            return self._predict(spec, body, deadline)
         if method == "GET":
             match = STATUS_PATH.fullmatch(path)
             if match is None:
@@ -126,7 +122,7 @@ class RestApi:
             spec.version_label = unquote(label)
         return spec
 
-    def _predict(self, spec, body: bytes) -> dict:
+    def _predict(self, spec, body: bytes, deadline: float | None = None) -> dict:
         if not body.strip():
             raise ServingError("INVALID_ARGUMENT", "JSON Parse error: The document is empty")
         self.limits.check_json_depth(body)
@@ -151,7 +147,7 @@ class RestApi:
         signature_name, signature_def = servable.signature(signature_name)
         infos = signature_def.inputs
         inputs = self._rows(document["instances"], infos) if rows else self._columns(document["inputs"], infos)
-        outputs = servable.predict(signature_name, inputs)
+        outputs = servable.predict(signature_name, inputs, deadline=deadline)
         if columns:
             if len(outputs) == 1:
                 ((name, value),) = outputs.items()
@@ -215,7 +211,13 @@ def _is_b64(value) -> bool:
 
 def _decode_strings(value):
     if _is_b64(value):
-        return base64.b64decode(value["b64"])
+        if not isinstance(value["b64"], str):
+            raise ServingError("INVALID_ARGUMENT", f"JSON Value: {json.dumps(value['b64'])} is not a base64 string")
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise ServingError("INVALID_ARGUMENT", f"Unable to base64 decode {{\"b64\": ...}}: {error}; send "
+                                                   "standard base64 (RFC 4648, with padding)") from None
     if isinstance(value, list):
         return [_decode_strings(item) for item in value]
     if isinstance(value, str):
@@ -284,129 +286,3 @@ def _to_json(name: str, value: np.ndarray):
 
         return convert(value.tolist())
     return value
-
-
-_LINGER_SECONDS = 5.0
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "mssl-tf-serve"
-    disable_nagle_algorithm = True  # headers and body leave at once, not 40 ms apart (Nagle + delayed ACK)
-
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        self._dispatch("GET")
-
-    def do_POST(self):  # noqa: N802
-        self._dispatch("POST")
-
-    def _dispatch(self, method: str) -> None:
-        limits = self.server.api.limits
-        body = b""
-        length = self.headers.get("Content-Length")
-        if method == "POST" or length not in (None, "0"):
-            if length is None or not length.isdigit():
-                return self._reject(411, "a POST needs a Content-Length header (chunked bodies are not read)")
-            if int(length) > limits.max_request_bytes:
-                return self._reject(413, f"the request body has {length} bytes, more than this server's "
-                                         f"limit of {limits.max_request_bytes} (--max_request_bytes)")
-            body = self.rfile.read(int(length))
-        if not self.path.lower().startswith("/v1/"):
-            return self._send(404, {"error": f"no such endpoint: {self.path}; the API lives under /v1/models/"})
-        status, document = self.server.api.handle(method, self.path, body)
-        self._send(status, document)
-
-    def _reject(self, status: int, error: str) -> None:
-        """Answers without reading the body, then closes the way nginx and Apache do ("lingering close").
-
-        Closing a socket with unread bytes in it resets the connection, and a client still sending its body
-        would see a broken pipe instead of this answer. So: send, stop writing, and discard what the client
-        still sends until it stops, is idle for a second, or `_LINGER_SECONDS` pass; then close.
-        """
-        self.close_connection = True
-        self._send(status, {"error": error})
-        self.wfile.flush()
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(1.0)
-            deadline = time.monotonic() + _LINGER_SECONDS
-            while time.monotonic() < deadline and self.connection.recv(1 << 16):
-                pass
-        except OSError:  # the client closed or went idle: either way we are done
-            pass
-
-    def _send(self, status: int, document: dict) -> None:
-        data = dumps_json(document).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format, *args):  # noqa: A002 - http.server's signature
-        logger.debug("REST %s: " + format, self.client_address[0], *args)
-
-
-class RestServer(HTTPServer):
-    """An HTTP/1.1 server with a fixed pool of `num_threads` connection handlers and optional TLS.
-
-    Args:
-        address: `(host, port)`; port 0 binds an ephemeral port (see `server_port`).
-        rest_api: the request handler.
-        num_threads: connections served at once (keep-alive connections hold a thread until idle `timeout`).
-        timeout_seconds: idle/read timeout per connection.
-        tls: serve HTTPS with this certificate (and verify client certificates if it says so).
-    """
-
-    allow_reuse_address = True
-
-    def __init__(self, address, rest_api: RestApi, num_threads: int = 16, timeout_seconds: float = 30.0,
-                 tls: TlsConfig | None = None):
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, _Handler)
-        self.api = rest_api
-        self.timeout_seconds = timeout_seconds
-        self.ssl_context = server_ssl_context(tls) if tls is not None else None
-        self._pool = ThreadPoolExecutor(num_threads, thread_name_prefix="rest")
-        self._connections = set()
-
-    def process_request(self, request, client_address):
-        self._pool.submit(self._process, request, client_address)
-
-    def _process(self, request, client_address):
-        try:
-            request.settimeout(self.timeout_seconds)
-            if self.ssl_context is not None:
-                request = self.ssl_context.wrap_socket(request, server_side=True)
-            self._connections.add(request)
-            self.finish_request(request, client_address)
-        except (OSError, ssl.SSLError) as error:
-            logger.debug("REST connection from %s ended: %s", client_address, error)
-        finally:
-            self._connections.discard(request)
-            self.shutdown_request(request)
-
-    def server_close(self):
-        super().server_close()
-        for connection in list(self._connections):  # wake handlers waiting on idle keep-alive connections
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def server_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
-    """An SSLContext from PEM contents (written briefly to a private temporary directory to load them)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    with tempfile.TemporaryDirectory(prefix="mssl-tf-tls-") as directory:
-        certificate, key = os.path.join(directory, "certificate.pem"), os.path.join(directory, "key.pem")
-        for path, text in ((certificate, tls.server_cert), (key, tls.server_key)):
-            with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as file:
-                file.write(text)
-        context.load_cert_chain(certificate, key)
-    if tls.client_verify:
-        context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(cadata=tls.custom_ca)
-    return context

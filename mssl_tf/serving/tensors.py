@@ -74,7 +74,12 @@ def to_ndarray(proto: tensor_pb2.TensorProto, name: str = "tensor", max_elements
     shape = [dim.size for dim in proto.tensor_shape.dim]
     if any(size < 0 for size in shape):
         raise ServingError("INVALID_ARGUMENT", f"tensor parsing error: {name} has a negative dimension in {shape}")
-    elements = int(np.prod(shape, dtype=np.int64))
+    elements = 1
+    for size in shape:  # Python integers: numpy's int64 product wraps around for dimensions like [2**62, 2**62]
+        elements *= size
+    if elements >= 1 << 62 and (max_elements is None or max_elements >= 1 << 62):
+        raise ServingError("INVALID_ARGUMENT", f"tensor parsing error: {name} has shape {format_shape(shape)}, "
+                                               f"{elements} elements: more than any tensor can hold")
     if max_elements is not None and elements > max_elements:
         raise ServingError(
             "INVALID_ARGUMENT",

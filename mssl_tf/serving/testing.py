@@ -6,7 +6,8 @@ The encoder is a fixed random projection, so it loads in milliseconds and its ou
     logits = -squared_distance(query embeddings, class prototypes)     # few_shot
     predictions = argmax(logits)
 
-The signatures have the same names, input names, dtypes and shapes as the project's exported encoders
+`few_shot` checks its labels as the exported one does (`mssl_tf.export.few_shot_ways`). The signatures have the
+same names, input names, dtypes and shapes as the project's exported encoders
 (`serving_default`: `images` uint8 [None, 28, 28, 1] → `embeddings` float32 [None, 64]; `few_shot`:
 `support_images`, `support_labels`, `query_images` → `logits`, `predictions`), which is all the server looks at.
 """
@@ -34,9 +35,15 @@ def reference_embeddings(images: np.ndarray, seed: int) -> np.ndarray:
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
-def build_module(seed: int):
-    """A `tf.Module` whose `serving_default` and `few_shot` functions behave like an exported encoder."""
+def build_module(seed: int, busy_seconds: float = 0.0):
+    """A `tf.Module` whose `serving_default` and `few_shot` functions behave like an exported encoder.
+
+    With `busy_seconds`, a `busy` signature too: `serving_default` after spinning that long in the graph (a model
+    call of known duration, for tests of queues and deadlines).
+    """
     import tensorflow as tf
+
+    from mssl_tf.export import MAX_WAYS, few_shot_ways
 
     class ProjectionEncoder(tf.Module):
         def __init__(self):
@@ -57,16 +64,29 @@ def build_module(seed: int):
             tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name="query_images"),
         ])
         def few_shot(self, support_images, support_labels, query_images):
-            ways = tf.reduce_max(support_labels) + 1
+            ways = few_shot_ways(support_labels, MAX_WAYS)
             prototypes = tf.math.unsorted_segment_mean(self._embed(support_images), support_labels, ways)
             queries = self._embed(query_images)
             logits = -tf.reduce_sum(tf.square(queries[:, None, :] - prototypes[None, :, :]), axis=-1)
             return {"logits": logits, "predictions": tf.argmax(logits, axis=1, output_type=tf.int32)}
 
+        @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name="images")])
+        def busy(self, images):
+            start = tf.timestamp()
+            (spun,) = tf.while_loop(lambda count: tf.timestamp() - start < busy_seconds, lambda count: (count + 1,),
+                                    (tf.constant(0, tf.int64),))
+            with tf.control_dependencies([spun]):
+                return {"embeddings": self._embed(images)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="png")])
+        def lengths(self, png):
+            return {"lengths": tf.strings.length(png)}
+
     return ProjectionEncoder()
 
 
-def write_test_model(base_path, version: int, seed: int | None = None, atomic: bool = True) -> Path:
+def write_test_model(base_path, version: int, seed: int | None = None, atomic: bool = True,
+                     busy_seconds: float = 0.0, strings: bool = False) -> Path:
     """Writes `<base_path>/<version>/` (a SavedModel with both signatures) and returns its path.
 
     Args:
@@ -75,17 +95,22 @@ def write_test_model(base_path, version: int, seed: int | None = None, atomic: b
         seed: the projection's seed; defaults to `version`, so every version answers differently.
         atomic: write to a hidden temporary directory first and rename it into place, as `mssl_tf.export`
             does, so a polling server never sees a half-written version.
+        busy_seconds: if positive, also a `busy` signature that takes this long per call.
+        strings: also a `lengths` signature (`png` string [None] → `lengths` int32 [None]), for string inputs.
     """
     import tensorflow as tf
 
-    module = build_module(version if seed is None else seed)
+    module = build_module(version if seed is None else seed, busy_seconds)
+    signatures = {"serving_default": module.serving_default, "few_shot": module.few_shot}
+    if busy_seconds > 0:
+        signatures["busy"] = module.busy
+    if strings:
+        signatures["lengths"] = module.lengths
     base_path = Path(base_path)
     base_path.mkdir(parents=True, exist_ok=True)
     target = base_path / str(version)
     staging = base_path / f".tmp-{version}-{os.getpid()}" if atomic else target
-    tf.saved_model.save(
-        module, str(staging), signatures={"serving_default": module.serving_default, "few_shot": module.few_shot},
-    )
+    tf.saved_model.save(module, str(staging), signatures=signatures)
     if atomic:
         os.replace(staging, target)
     return target
