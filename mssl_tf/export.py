@@ -12,8 +12,9 @@ Signatures (preprocessing inside the graph, any batch size):
 `few_shot` classifies by nearest prototype (Snell et al. 2017) on the encoder's features for every method, the
 protocol used for all results of this project; `ways` is `max(support_labels) + 1`. The graph itself refuses
 (InvalidArgumentError, so INVALID_ARGUMENT from TF Serving too) an empty support set, labels outside
-`0..max_ways-1` (`MAX_WAYS` = 1024 by default, recorded as the SavedModel's `few_shot_max_ways` variable and in
-`mssl_tf.json`) and label sets that skip a class, before anything of size `ways` is allocated. `embed_png` reads
+`0..max_ways-1` (`MAX_WAYS` = 1024 by default, recorded in the SavedModel as the variable collection
+`few_shot_max_ways` and in `mssl_tf.json`) and label sets that skip a class, before anything of size `ways` is
+allocated. `embed_png` reads
 each image's width and height from its PNG or JPEG header and refuses images of more than `MAX_IMAGE_PIXELS`
 pixels before decoding them (a small "decompression bomb" PNG would otherwise decode to gigabytes).
 
@@ -108,8 +109,9 @@ def decode_drawing(encoded: tf.Tensor, image_shape=IMAGE_SHAPE) -> tf.Tensor:
     kernel is not bit-identical to Pillow's, so embeddings agree closely but not exactly.
     """
     size = image_size(encoded)
-    small_enough = tf.debugging.assert_less_equal(tf.reduce_prod(size), tf.constant(MAX_IMAGE_PIXELS, tf.int64), message=(
-        f"the image is larger than embed_png's limit of {MAX_IMAGE_PIXELS} pixels; scale it down first"))
+    small_enough = tf.debugging.assert_less_equal(
+        tf.reduce_prod(size), tf.constant(MAX_IMAGE_PIXELS, tf.int64),
+        message=f"the image is larger than embed_png's limit of {MAX_IMAGE_PIXELS} pixels; scale it down first")
     with tf.control_dependencies([small_enough]):
         image = tf.io.decode_image(encoded, channels=1, expand_animations=False)
     image = tf.image.resize(tf.cast(image, tf.float32), image_shape[:2], method="lanczos3", antialias=True)
@@ -154,7 +156,8 @@ def build_archive(model: keras.Model, image_shape=IMAGE_SHAPE, max_ways: int = M
 
     archive = keras.export.ExportArchive()
     archive.track(encoder)
-    archive.few_shot_max_ways = tf.Variable(max_ways, trainable=False, dtype=tf.int32, name="few_shot_max_ways")
+    archive.add_variable_collection("few_shot_max_ways", [
+        tf.Variable(max_ways, trainable=False, dtype=tf.int32, name="few_shot_max_ways")])
     # `serving_default` first: ExportArchive also aliases the first endpoint as the default one.
     for name, function in (("serving_default", serving_default), ("embed_float", embed_float),
                            ("embed_png", embed_png), ("few_shot", few_shot)):

@@ -137,3 +137,51 @@ def test_export_command_line(tmp_path, capsys):
         zoo.read_card(ENTRY)["weights"]["sha256"]
     assert cli.main(["export", str(tmp_path / "nowhere")]) == 2
     assert "neither a zoo entry" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return tf.saved_model.load(str(exported))
+
+
+def test_few_shot_refuses_unbounded_and_gapped_labels_in_the_graph(loaded, exported):
+    """The check is in the SavedModel, so the real TF Serving refuses these too (InvalidArgumentError)."""
+    few_shot = loaded.signatures["few_shot"]
+    support, queries = tf.zeros([2, 28, 28, 1], tf.uint8), tf.zeros([3, 28, 28, 1], tf.uint8)
+    for labels, words in (([0, 2**31 - 2], "limit of 1024 classes"), ([0, 2], "every class 0..ways-1"),
+                          ([-1, 0], "0..ways-1")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=words):
+            few_shot(support_images=support, support_labels=tf.constant(labels, tf.int32), query_images=queries)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least one support example"):
+        few_shot(support_images=support[:0], support_labels=tf.zeros([0], tf.int32), query_images=queries)
+    logits = few_shot(support_images=support, support_labels=tf.constant([1, 0]), query_images=queries)["logits"]
+    assert logits.shape == (3, 2)
+    assert int(loaded.few_shot_max_ways[0].numpy()) == export.MAX_WAYS
+    assert export.read_metadata(exported)["few_shot_max_ways"] == export.MAX_WAYS
+
+
+def png_bomb(side: int) -> bytes:
+    """A valid grayscale PNG of `side` x `side` blank pixels: a few hundred KB that decode to side² bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor, row = zlib.compressobj(9), b"\x00" * (side + 1)  # filter byte 0, then the pixels
+    pixels = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+def test_embed_png_reads_the_header_before_decoding(loaded):
+    embed_png = loaded.signatures["embed_png"]
+    bomb = png_bomb(12000)  # 144 M pixels from about 140 KB
+    assert len(bomb) < 1 << 20
+    with pytest.raises(tf.errors.InvalidArgumentError, match="limit of 4194304 pixels"):
+        embed_png(png=tf.constant([bomb]))
+    for data, words in ((bomb[:20], "cut short"), (b"GIF89a" + bomb[6:40], "PNG or JPEG")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=words):
+            embed_png(png=tf.constant([data]))
+    drawing = tf.io.encode_png(tf.fill([105, 105, 1], tf.constant(255, tf.uint8))).numpy()
+    assert embed_png(png=tf.constant([drawing, drawing]))["embeddings"].shape == (2, 64)
