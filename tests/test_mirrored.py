@@ -2,15 +2,21 @@
 
 import pytest
 
-from tests.workers.mirrored_step import OPTIONS
-from tests.workers.replica_check import assert_replicas_agree, run_step_script
+from tests.workers.mirrored_step import BUGS, OPTIONS
+from tests.workers.replica_check import assert_replicas_agree, assert_replicas_disagree, run_step_script
 
 
 @pytest.fixture(scope="module")
 def step_results():
-    return run_step_script("tests.workers.mirrored_step", OPTIONS)
+    return run_step_script("tests.workers.mirrored_step", [*OPTIONS, *BUGS])
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))
 def test_two_replicas_equal_one(name, step_results):
     assert_replicas_agree(step_results[name])
+
+
+@pytest.mark.parametrize("name", sorted(BUGS))
+def test_a_step_that_forgets_the_replica_scaling_is_caught(name, step_results):
+    """Negative control: the same comparison fails on a step that is right on one device only."""
+    assert_replicas_disagree(step_results[name])

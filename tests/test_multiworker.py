@@ -1,5 +1,7 @@
 """Two worker processes (MultiWorkerMirroredStrategy on 127.0.0.1) train ProtoNet and MAML with the distributed
-driver: both end with identical weights, equal to `model.fit` in one process on the same global batches."""
+driver: both end with identical weights, equal to `model.fit` in one process on the same global batches. A negative
+control (ProtoNet that forgets the 1/replicas loss scaling, tests/workers/multiworker_bug_worker.py) must fail the
+same comparison."""
 
 import numpy as np
 import pytest
@@ -53,6 +55,36 @@ def test_two_workers_equal_one_process(method, run):
     # differ by about the whole update.
     assert np.linalg.norm(distributed - single) < 1e-3 * update
     assert lines[method, "worker0"]["loss"][0] == pytest.approx(lines[method, "reference"]["loss"][0], rel=1e-5)
+
+
+def distributed_reference_and_initial(directory, name, lines):
+    trainable = lines[name, "worker0"]["trainable"]
+    return (flat(load(directory / f"{name}_worker0.npz"), trainable),
+            flat(load(directory / f"{name}_reference.npz"), trainable),
+            flat(load(directory / f"{name}_worker0_initial.npz"), trainable))
+
+
+@pytest.fixture(scope="module")
+def broken_run(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("multiworker_bug")
+    processes, _ = cluster.start_workers([directory], directory, "worker", module="tests.workers.multiworker_bug_worker")
+    cluster.finish(processes, timeout=240)
+    lines = cluster.json_lines(directory / "worker_0.log") + cluster.json_lines(directory / "worker_1.log")
+    return directory, {(line["method"], line["task"]): line for line in lines}
+
+
+def test_a_step_that_forgets_the_replica_scaling_fails_the_comparison(broken_run):
+    """Negative control: the bound of `test_two_workers_equal_one` is missed by about the whole update."""
+    directory, lines = broken_run
+    name = "protonet_unscaled_loss_bug"
+    assert lines[name, "worker0"]["replicas"] == 2 and lines[name, "worker0"]["steps"] == STEPS
+    distributed, single, initial = distributed_reference_and_initial(directory, name, lines)
+    update = np.linalg.norm(single - initial)
+    assert update > 1e-2
+    assert np.linalg.norm(distributed - single) > 0.1 * update
+    # Both workers still agree with each other: only the comparison with one process can tell.
+    np.testing.assert_array_equal(distributed, flat(load(directory / f"{name}_worker1.npz"),
+                                                    lines[name, "worker0"]["trainable"]))
 
 
 # === Configuration errors and helpers (no cluster needed) ===

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
-WORKER = [sys.executable, "-m", "tests.workers.multiworker_worker"]
+WORKER_MODULE = "tests.workers.multiworker_worker"
 
 
 def free_ports(count: int) -> list[int]:
@@ -32,26 +32,29 @@ def tf_config(ports: list[int], index: int) -> str:
     return json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
 
 
-def start(arguments: list[str], log: Path, tf_config_text: str | None = None, environment=None) -> subprocess.Popen:
-    """One process of `tests.workers.multiworker_worker`, in its own process group, output to `log`."""
+def start(arguments: list[str], log: Path, tf_config_text: str | None = None, environment=None,
+          module: str = WORKER_MODULE) -> subprocess.Popen:
+    """One process of `python -m module` (`tests.workers.multiworker_worker`), in its own process group, output to
+    `log`."""
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **(environment or {})}
     environment.pop("TF_CONFIG", None)
     if tf_config_text:
         environment["TF_CONFIG"] = tf_config_text
     with open(log, "w") as output:
         process = subprocess.Popen(
-            WORKER + [str(argument) for argument in arguments], cwd=ROOT, env=environment, stdout=output,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", module, *(str(argument) for argument in arguments)], cwd=ROOT, env=environment,
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )
     process.stdout_path = Path(log)
     return process
 
 
-def start_workers(arguments: list[str], directory: Path, name: str, count: int = 2, ports=None, environment=None):
+def start_workers(arguments: list[str], directory: Path, name: str, count: int = 2, ports=None, environment=None,
+                  module: str = WORKER_MODULE):
     """`count` workers of one cluster running the same command; logs `directory/<name>_<index>.log`."""
     ports = ports or free_ports(count)
     return [
-        start(arguments, directory / f"{name}_{index}.log", tf_config(ports, index), environment)
+        start(arguments, directory / f"{name}_{index}.log", tf_config(ports, index), environment, module)
         for index in range(count)
     ], ports
 

@@ -3,6 +3,9 @@ same meta-batch of unsupervised tasks (one augmentation-made task, one transform
 
 Prints a JSON line per method with the losses and the size of the update and of the difference. A separate process
 is needed because logical devices must be configured before TensorFlow initializes (as tests/workers/mirrored_step.py).
+
+Negative controls (`*_bug` entries, tests/workers/replica_bugs.py): the memory network and the hyper-network with
+the 1/replicas loss scaling forgotten must fail the comparison.
 """
 
 import os
@@ -20,6 +23,7 @@ import tensorflow as tf  # noqa: E402
 import mssl_tf  # noqa: E402
 from mssl_tf.data import EpisodeSpec, load_split  # noqa: E402
 from mssl_tf.data import unsupervised_tasks  # noqa: E402
+from tests.workers import replica_bugs  # noqa: E402
 from tests.workers.replica_check import fit_from, report  # noqa: E402
 
 OPTIONS = {
@@ -27,6 +31,17 @@ OPTIONS = {
     "hypernetwork": {"inner_steps": 1},
     "maml": {"ways": 5, "inner_steps": 1, "inner_learning_rate": 0.4},  # optimization-based meta-SSL
 }
+BUGS = {
+    "memory_unscaled_loss_bug": (replica_bugs.MemoryNetworkUnscaledLoss, OPTIONS["memory"]),
+    "hypernetwork_unscaled_loss_bug": (replica_bugs.HyperNetworkUnscaledLoss, OPTIONS["hypernetwork"]),
+}
+
+
+def build(name):
+    if name in BUGS:
+        cls, options = BUGS[name]
+        return cls(mssl_tf.conv4(filters=16), **options)  # a control needs no full-width backbone
+    return mssl_tf.build_method(name, mssl_tf.conv4(), **OPTIONS[name])
 
 
 def mixed_batch():
@@ -42,12 +57,9 @@ def mixed_batch():
 def main(names):
     batch = mixed_batch()
     for name in names:
-        def build(name=name):
-            return mssl_tf.build_method(name, mssl_tf.conv4(), **OPTIONS[name])
-
-        report(name, lambda strategy, initial: fit_from(
-            strategy, build, initial, batch, 1, lambda: keras.optimizers.SGD(0.05)))
+        report(name, lambda strategy, initial, name=name: fit_from(
+            strategy, lambda: build(name), initial, batch, 1, lambda: keras.optimizers.SGD(0.05)))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(OPTIONS))
+    main(sys.argv[1:] or [*OPTIONS, *BUGS])

@@ -2,6 +2,9 @@
 
 Prints a JSON line per method (tests/workers/replica_check.py). A separate process is needed because logical devices must
 be configured before TensorFlow initializes.
+
+Negative controls (`*_bug` entries, tests/workers/replica_bugs.py) forget the 1/replicas scaling, once in the
+shared episodic step (ProtoNet) and once in Reptile's own step: the comparison must fail on them.
 """
 
 import os
@@ -17,6 +20,7 @@ import keras  # noqa: E402
 
 import mssl_tf  # noqa: E402
 from mssl_tf.data import EpisodeSpec, episode_dataset, load_split  # noqa: E402
+from tests.workers import replica_bugs  # noqa: E402
 from tests.workers.replica_check import fit_from, report  # noqa: E402
 
 OPTIONS = {
@@ -27,18 +31,27 @@ OPTIONS = {
     "metasgd": {"ways": 5, "inner_steps": 1, "inner_learning_rate": 0.4},
     "reptile": {"ways": 5, "inner_steps": 2, "inner_learning_rate": 0.1},
 }
+BUGS = {
+    "protonet_unscaled_loss_bug": (replica_bugs.ProtoNetUnscaledLoss, OPTIONS["protonet"]),
+    "reptile_unscaled_direction_bug": (replica_bugs.ReptileUnscaledDirection,
+                                       {**OPTIONS["reptile"], "first_order": True}),
+}
+
+
+def build(name):
+    if name in BUGS:
+        cls, options = BUGS[name]
+        return cls(mssl_tf.conv4(filters=16), **options)  # a control needs no full-width backbone
+    return mssl_tf.build_method(name, mssl_tf.conv4(), **OPTIONS[name])
 
 
 def main(names):
     images = load_split("train")[:100]
     batch = next(iter(episode_dataset(images, EpisodeSpec(5, 1, 5), meta_batch=2, seed=5)))
     for name in names:
-        def build(name=name):
-            return mssl_tf.build_method(name, mssl_tf.conv4(), **OPTIONS[name])
-
-        report(name, lambda strategy, initial: fit_from(
-            strategy, build, initial, batch, 1, lambda: keras.optimizers.SGD(0.05)))
+        report(name, lambda strategy, initial, name=name: fit_from(
+            strategy, lambda: build(name), initial, batch, 1, lambda: keras.optimizers.SGD(0.05)))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(OPTIONS))
+    main(sys.argv[1:] or [*OPTIONS, *BUGS])

@@ -81,3 +81,11 @@ def assert_replicas_agree(result, minimum_update=1e-3):
     assert result["mirrored_loss"] == pytest.approx(result["single_loss"], rel=1e-5, abs=1e-6)
     # A gradient summed without the 1/replicas scaling (or averaged twice) would differ by the whole update.
     assert result["difference_norm"] < 1e-3 * result["update_norm"]
+
+
+def assert_replicas_disagree(result):
+    """A negative control: the broken step must miss `assert_replicas_agree`'s bound by a wide margin."""
+    assert result["replicas"] == 2
+    assert result["update_norm"] > 1e-3, "the step must move the weights for the comparison to mean anything"
+    assert result["difference_norm"] > 0.1 * result["update_norm"], (
+        f"a broken distributed step went unnoticed: {result}")
