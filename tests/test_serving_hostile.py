@@ -377,3 +377,46 @@ def test_grpc_work_still_queued_at_its_deadline_is_not_run(base):
         assert first["answer"][0] == "OK"
         time.sleep(0.5)
         assert (scheduler.tasks_run, scheduler.tasks_expired) == (1, 1)
+
+
+def peak_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the server's peak RSS from /proc")
+def test_a_declared_batch_without_values_runs_in_pieces_within_bounded_memory(tmp_path):
+    """A few bytes declaring [6000, 28, 28, 1] uint8 with no values. Conv-4 on all of it at once raised the
+    server's peak RSS by 963 MiB already for 4000 rows (previous code); split into runs of 256 rows it grew by
+    163 MiB for 6000. few_shot cannot be split: its estimate is over the 1 GiB budget, so it is refused."""
+    import subprocess
+    import sys
+
+    import mssl_tf
+    from mssl_tf.export import export_model
+    from tests.test_serving_cli import free_port
+
+    export_model(mssl_tf.conv4(), tmp_path, "conv4", 1, warmup=False)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mssl_tf.cli", "serve", f"--port={port}", "--model_name=conv4",
+         f"--model_base_path={tmp_path / 'conv4'}", "--request_memory_budget_bytes=1073741824", "--log_level=WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while predict(port, {"images": images(2)}, model="conv4", timeout=2)[0] != "OK":
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+            time.sleep(0.3)
+        before = peak_rss_bytes(process.pid)
+        declared = tensor_pb2.TensorProto(dtype=types_pb2.DT_UINT8, tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in (6000, 28, 28, 1)]))
+        code, response = predict(port, {"images": declared}, model="conv4", timeout=120)
+        assert code == "OK" and response.outputs["embeddings"].tensor_shape.dim[0].size == 6000
+        growth = peak_rss_bytes(process.pid) - before
+        assert growth < 600 << 20, f"peak RSS grew by {growth >> 20} MiB"
+        code, details = predict(port, {"support_images": images(2), "support_labels": np.array([0, 1], np.int32),
+                                       "query_images": declared}, signature="few_shot", model="conv4")
+        assert code == "RESOURCE_EXHAUSTED" and "smaller batches" in details, details
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
