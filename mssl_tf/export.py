@@ -52,11 +52,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
-def few_shot_ways(support_labels: tf.Tensor, max_ways: int = MAX_WAYS) -> tf.Tensor:
-    """The number of classes of a support set, checked in the graph before anything of that size exists.
+def checked_labels(support_labels: tf.Tensor, max_ways: int = MAX_WAYS) -> tf.Tensor:
+    """`support_labels`, usable only once they are valid: every op that reads the result waits for the checks.
 
-    Raises (when the graph runs) InvalidArgumentError, which TF Serving answers as INVALID_ARGUMENT, if the
-    support set is empty, a label is outside `0..max_ways-1`, or a class below the largest label has no example.
+    When the graph runs, raises InvalidArgumentError (TF Serving: INVALID_ARGUMENT) if the support set is empty, a
+    label is outside `0..max_ways-1`, or a class below the largest label has no example. Nothing of size `ways`
+    can be allocated before that: even the per-class counts of a segment mean read the labels.
     """
     labels = tf.convert_to_tensor(support_labels, tf.int32)
     checks = [
@@ -67,12 +68,12 @@ def few_shot_ways(support_labels: tf.Tensor, max_ways: int = MAX_WAYS) -> tf.Ten
             "number the classes 0..ways-1")),
     ]
     with tf.control_dependencies(checks):
-        ways = tf.reduce_max(labels) + 1
-        distinct = tf.size(tf.unique(labels).y)
-    present = tf.debugging.assert_equal(distinct, ways, message=(
-        "support_labels must use every class 0..ways-1 (ways = max label + 1) at least once"))
+        bounded = tf.identity(labels)
+    present = tf.debugging.assert_equal(
+        tf.size(tf.unique(bounded).y), tf.reduce_max(bounded) + 1,
+        message="support_labels must use every class 0..ways-1 (ways = max label + 1) at least once")
     with tf.control_dependencies([present]):
-        return tf.identity(ways)
+        return tf.identity(bounded)
 
 
 def image_size(encoded: tf.Tensor) -> tf.Tensor:
@@ -147,11 +148,11 @@ def build_archive(model: keras.Model, image_shape=IMAGE_SHAPE, max_ways: int = M
 
     @tf.function(input_signature=[uint8_images, tf.TensorSpec([None], tf.int32), uint8_images])
     def few_shot(support_images, support_labels, query_images):
-        ways = few_shot_ways(support_labels, max_ways)
-        with tf.control_dependencies([ways]):
+        labels = checked_labels(support_labels, max_ways)
+        with tf.control_dependencies([labels]):
             support = features(tf.cast(support_images, tf.float32) / 255.0)
             query = features(tf.cast(query_images, tf.float32) / 255.0)
-        logits = prototype_logits(support, support_labels, query)
+        logits = prototype_logits(support, labels, query)
         return {"logits": logits, "predictions": tf.argmax(logits, axis=-1, output_type=tf.int32)}
 
     archive = keras.export.ExportArchive()

@@ -139,6 +139,15 @@ def test_export_command_line(tmp_path, capsys):
     assert "neither a zoo entry" in capsys.readouterr().err
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (VmHWM), 0 where /proc is missing."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+    except OSError:
+        return 0
+
+
 @pytest.fixture(scope="module")
 def loaded(exported):
     return tf.saved_model.load(str(exported))
@@ -150,8 +159,11 @@ def test_few_shot_refuses_unbounded_and_gapped_labels_in_the_graph(loaded, expor
     support, queries = tf.zeros([2, 28, 28, 1], tf.uint8), tf.zeros([3, 28, 28, 1], tf.uint8)
     for labels, words in (([0, 2**31 - 2], "limit of 1024 classes"), ([0, 2], "every class 0..ways-1"),
                           ([-1, 0], "0..ways-1")):
+        peak = peak_rss_bytes()
         with pytest.raises(tf.errors.InvalidArgumentError, match=words):
             few_shot(support_images=support, support_labels=tf.constant(labels, tf.int32), query_images=queries)
+        growth = peak_rss_bytes() - peak  # nothing of size ways runs before the checks (2**31 classes: 8 GiB each)
+        assert growth < 1 << 30, f"refusing {labels} raised the peak RSS by {growth >> 20} MiB"
     with pytest.raises(tf.errors.InvalidArgumentError, match="at least one support example"):
         few_shot(support_images=support[:0], support_labels=tf.zeros([0], tf.int32), query_images=queries)
     logits = few_shot(support_images=support, support_labels=tf.constant([1, 0]), query_images=queries)["logits"]

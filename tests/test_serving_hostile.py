@@ -126,10 +126,12 @@ def test_few_shot_refuses_labels_beyond_the_bound_or_with_gaps(server, labels, w
 def test_few_shot_with_the_largest_label_answers_at_once_without_allocating(server):
     inputs = {"support_images": images(1), "query_images": images(1),
               "support_labels": np.array([2**31 - 2], np.int32)}
-    start = time.monotonic()
+    start, peak = time.monotonic(), peak_rss_bytes(os.getpid())  # the server runs in this process
     code, details = predict(server.grpc_port, inputs, signature="few_shot")
     assert code == "INVALID_ARGUMENT" and "1024 classes" in details
     assert time.monotonic() - start < 15
+    growth = peak_rss_bytes(os.getpid()) - peak  # the per-class counts alone would be 8 GiB
+    assert growth < 1 << 30, f"peak RSS grew by {growth >> 20} MiB"
 
 
 # --- item 1: REST worker exhaustion ---

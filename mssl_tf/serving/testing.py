@@ -6,7 +6,7 @@ The encoder is a fixed random projection, so it loads in milliseconds and its ou
     logits = -squared_distance(query embeddings, class prototypes)     # few_shot
     predictions = argmax(logits)
 
-`few_shot` checks its labels as the exported one does (`mssl_tf.export.few_shot_ways`). The signatures have the
+`few_shot` checks its labels as the exported one does (`mssl_tf.export.checked_labels`). The signatures have the
 same names, input names, dtypes and shapes as the project's exported encoders
 (`serving_default`: `images` uint8 [None, 28, 28, 1] → `embeddings` float32 [None, 64]; `few_shot`:
 `support_images`, `support_labels`, `query_images` → `logits`, `predictions`), which is all the server looks at.
@@ -43,7 +43,7 @@ def build_module(seed: int, busy_seconds: float = 0.0):
     """
     import tensorflow as tf
 
-    from mssl_tf.export import MAX_WAYS, few_shot_ways
+    from mssl_tf.export import MAX_WAYS, checked_labels
 
     class ProjectionEncoder(tf.Module):
         def __init__(self):
@@ -64,8 +64,9 @@ def build_module(seed: int, busy_seconds: float = 0.0):
             tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name="query_images"),
         ])
         def few_shot(self, support_images, support_labels, query_images):
-            ways = few_shot_ways(support_labels, MAX_WAYS)
-            prototypes = tf.math.unsorted_segment_mean(self._embed(support_images), support_labels, ways)
+            labels = checked_labels(support_labels, MAX_WAYS)
+            ways = tf.reduce_max(labels) + 1
+            prototypes = tf.math.unsorted_segment_mean(self._embed(support_images), labels, ways)
             queries = self._embed(query_images)
             logits = -tf.reduce_sum(tf.square(queries[:, None, :] - prototypes[None, :, :]), axis=-1)
             return {"logits": logits, "predictions": tf.argmax(logits, axis=1, output_type=tf.int32)}
