@@ -184,7 +184,7 @@ def create_entry(
         directory: the zoo directory (default `zoo_dir()`).
     """
     from mssl_tf.evaluation import EVALUATION_SEED
-    from mssl_tf.training import load_trained
+    from mssl_tf.training.artifacts import load_trained
 
     if not records:
         raise ValueError(f"No evaluation records for {run_dir}: run `mssl-tf eval {run_dir} --results-dir ...` first")

@@ -16,14 +16,9 @@ import tensorflow as tf
 
 import mssl_tf
 from mssl_tf.data import EpisodeSpec
-from mssl_tf.distributed_training import (
-    DistributedTrainer,
-    EarlyStopping,
-    episode_dataset_fn,
-    episodes_from_step,
-    global_batch_dataset_fn,
-)
-from mssl_tf.guards import (
+from mssl_tf.training.datasets import episode_dataset_fn, episodes_from_step, global_batch_dataset_fn
+from mssl_tf.training.distributed import DistributedTrainer, EarlyStopping
+from mssl_tf.training.guards import (
     DatasetExhaustedError,
     DatasetExhaustionGuard,
     NonFiniteLossError,

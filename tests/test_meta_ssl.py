@@ -270,7 +270,7 @@ def test_adaptation_curve_starts_at_chance_for_an_empty_memory(pattern_classes):
 # === The unsupervised training path through the command line ===
 def test_unsupervised_training_records_no_labels_and_init_from_copies_the_backbone(tmp_path, omniglot_dir):
     from mssl_tf import cli
-    from mssl_tf.unsupervised_training import initialize_backbone
+    from mssl_tf.training.model import initialize_backbone
 
     common = ["--data-dir", str(omniglot_dir), "--ways", "5", "--shots", "1", "--queries", "2", "--steps", "2",
               "--steps-per-epoch", "2", "--validate-episodes", "10"]
@@ -285,7 +285,7 @@ def test_unsupervised_training_records_no_labels_and_init_from_copies_the_backbo
                      "--output", str(run), *common]) == 0
     summary = json.loads((run / "train.json").read_text())
     assert summary["labels_used"] is False and summary["init_from"]["labels_used"] is False
-    from mssl_tf.unsupervised_training import pretraining_seconds
+    from mssl_tf.training.records import pretraining_seconds
 
     encoder_seconds = json.loads((encoder / "train.json").read_text())["train_seconds"]
     assert summary["init_from"]["train_seconds"] == encoder_seconds > 0
@@ -311,7 +311,7 @@ def test_unsupervised_training_records_no_labels_and_init_from_copies_the_backbo
     source.save(labeled / "model.keras")
     (labeled / "train.json").write_text(json.dumps({"labels_used": True}))
     from mssl_tf.training import TrainConfig
-    from mssl_tf.unsupervised_training import summary as unsupervised_summary
+    from mssl_tf.training.records import task_summary as unsupervised_summary
 
     assert unsupervised_summary(TrainConfig(tasks="augmentation", init_from=str(labeled)))["labels_used"] is True
     assert unsupervised_summary(TrainConfig(tasks="augmentation", init_from=str(encoder)))["labels_used"] is False

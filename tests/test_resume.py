@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from mssl_tf.data import EpisodeSpec, episode_dataset
-from mssl_tf.distributed_training import episode_dataset_fn, episodes_from_step, global_batch_dataset_fn
+from mssl_tf.training.datasets import episode_dataset_fn, episodes_from_step, global_batch_dataset_fn
 from mssl_tf.training import load_trained
 from tests.workers import cluster
 from tests.conftest import labelled_classes

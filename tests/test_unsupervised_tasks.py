@@ -199,7 +199,7 @@ def test_task_dataset_resumes_at_any_episode():
 def test_training_glue_hands_the_constructors_images_only():
     """`--tasks` tasks from a class-structured split equal tasks built from the bare flattened images."""
     from mssl_tf.training import TrainConfig
-    from mssl_tf.unsupervised_training import task_dataset
+    from mssl_tf.training.datasets import task_dataset
 
     class_images = labelled_classes(classes=10, drawings=4)
     config = TrainConfig(tasks="augmentation", views="omniglot", meta_batch=2, seed=3)
@@ -222,7 +222,7 @@ def test_distinct_indices_are_a_permutation_prefix():
 def test_cluster_tasks_from_an_encoder_are_clustered_once_and_cached(tmp_path):
     import mssl_tf
     from mssl_tf.training import TrainConfig
-    from mssl_tf.unsupervised_training import task_dataset
+    from mssl_tf.training.datasets import task_dataset
 
     encoder = mssl_tf.build_method("protonet", mssl_tf.conv4())
     encoder.save(tmp_path / "model.keras")
@@ -244,7 +244,8 @@ def test_cluster_tasks_from_an_encoder_are_clustered_once_and_cached(tmp_path):
     stamp = (tmp_path / "run" / "cluster_partitions.npz").stat().st_mtime_ns
     next(iter(task_dataset(config, class_images, spec)))
     assert (tmp_path / "run" / "cluster_partitions.npz").stat().st_mtime_ns == stamp, "the cache was not reused"
-    from mssl_tf.unsupervised_training import clustering_seconds, summary
+    from mssl_tf.training.clusters import clustering_seconds
+    from mssl_tf.training.records import task_summary as summary
 
     assert clustering_seconds(config) == float(cache["seconds"]) >= 0.0
     assert summary(config)["clustering_seconds"] == clustering_seconds(config)

@@ -21,14 +21,23 @@ METHODS = {
 }
 
 
-def build_method(name: str, backbone, **options):
-    """A method from the registry, e.g. `build_method("maml", conv4(), ways=5, inner_steps=1)`."""
+DEFAULT_METHOD = "protonet"  # what `mssl-tf train` trains when no --method is given
+
+
+def method_class(name: str) -> type:
+    """The registered class of `name` (its `BATCHES` and `RUN_ARGUMENTS` tell a run what it needs)."""
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}; registered: {sorted(METHODS)}")
-    cls, defaults = METHODS[name]
+    return METHODS[name][0]
+
+
+def build_method(name: str, backbone, **options):
+    """A method from the registry, e.g. `build_method("maml", conv4(), ways=5, inner_steps=1)`."""
+    cls, defaults = method_class(name), METHODS[name][1]
     return cls(backbone, **{**defaults, **options})
 
 
 __all__ = [
-    "METHODS", "EpisodicModel", "MAML", "MatchingNet", "ProtoNet", "Reptile", "SSLModel", "SSL_METHODS", "build_method"
+    "DEFAULT_METHOD", "METHODS", "EpisodicModel", "MAML", "MatchingNet", "ProtoNet", "Reptile", "SSLModel",
+    "SSL_METHODS", "build_method", "method_class",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from mssl_tf.methods.base import BackboneModel, replica_count
+
 TASK_KEYS = ("support_images", "support_labels", "query_images", "query_labels")
 
 
@@ -15,28 +17,8 @@ def task_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     )
 
 
-def replica_count() -> int:
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-class OptimizerBuiltOnCompile:
-    """Mixin for the method bases: `compile` builds the optimizer's variables at once.
-
-    They are then created inside the caller's strategy scope, never lazily inside a replica's `tf.function`
-    (which fails under `tf.distribute`). Loading a saved model recompiles through the same override, which is
-    what restores the optimizer state.
-    """
-
-    def compile(self, optimizer="adam", **kwargs):
-        super().compile(optimizer=optimizer, **kwargs)
-        self.optimizer.build(self.trainable_variables)
-
-    def compile_from_config(self, config):
-        self.compile(**keras.saving.deserialize_keras_object(config))
-
-
 @keras.saving.register_keras_serializable(package="mssl_tf")
-class EpisodicModel(OptimizerBuiltOnCompile, keras.Model):
+class EpisodicModel(BackboneModel):
     """Base of episodic meta-learners.
 
     A batch is a dict of a meta-batch of tasks (see `mssl_tf.data.episodes`). `train_step` takes the mean
@@ -51,17 +33,14 @@ class EpisodicModel(OptimizerBuiltOnCompile, keras.Model):
         backbone: functional model mapping images to feature vectors.
     """
 
+    BATCHES = "episodes"
+
     def __init__(self, backbone: keras.Model, **kwargs):
-        super().__init__(**kwargs)
-        self.backbone = backbone
-        self.loss_tracker = keras.metrics.Mean(name="loss")
+        super().__init__(backbone, **kwargs)
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
         # Every sub-layer is built in the constructors, so `fit` under a strategy does not trace `call` on the
         # episode dict to build the model (subclasses that add layers must build them in `__init__`).
         self.built = True
-
-    def call(self, images, training=False):
-        return self.backbone(images, training=training)
 
     @property
     def metrics(self):
@@ -96,18 +75,6 @@ class EpisodicModel(OptimizerBuiltOnCompile, keras.Model):
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(query_accuracy(logits, labels))
         return {metric.name: metric.result() for metric in self.metrics}
-
-    # === Config ===
-    def get_config(self):
-        config = super().get_config()
-        config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
 
 
 def query_accuracy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:

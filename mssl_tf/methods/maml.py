@@ -48,6 +48,8 @@ class MAML(EpisodicModel):
         >>> model.fit(episode_dataset(train_images, EpisodeSpec(5, 1, 15), meta_batch=32), steps_per_epoch=100)
     """
 
+    RUN_ARGUMENTS = ("ways",)  # the classifier has as many outputs as the run's tasks have classes
+
     def __init__(
         self,
         backbone,

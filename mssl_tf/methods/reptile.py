@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from mssl_tf.methods.episodic import replica_count, task_cross_entropy
+from mssl_tf.methods.base import replica_count
+from mssl_tf.methods.episodic import task_cross_entropy
 from mssl_tf.methods.maml import MAML
 
 

@@ -28,7 +28,8 @@ import tensorflow as tf  # noqa: E402
 import mssl_tf  # noqa: E402
 from mssl_tf import distribute  # noqa: E402
 from mssl_tf.data import EpisodeSpec, episode_dataset, load_split  # noqa: E402
-from mssl_tf.distributed_training import DistributedTrainer, episode_dataset_fn, final_weights  # noqa: E402
+from mssl_tf.training.datasets import episode_dataset_fn  # noqa: E402
+from mssl_tf.training.distributed import DistributedTrainer, final_weights  # noqa: E402
 
 SPEC = EpisodeSpec(5, 1, 5)
 META_BATCH = 2

@@ -37,7 +37,7 @@ import mssl_tf  # noqa: E402
 from mssl_tf.data import load_split  # noqa: E402
 from mssl_tf.data.views import flatten_classes, multi_view_dataset  # noqa: E402
 from mssl_tf.losses import nt_xent  # noqa: E402
-from mssl_tf.methods.episodic import replica_count  # noqa: E402
+from mssl_tf.methods.base import replica_count  # noqa: E402
 from mssl_tf.methods.ssl import BarlowTwins, MoCo, SimCLR, synchronized_batch_norm  # noqa: E402
 from tests.workers.replica_check import fit_from, report  # noqa: E402
 

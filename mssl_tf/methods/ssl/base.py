@@ -5,12 +5,13 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from mssl_tf.methods.episodic import TASK_KEYS, OptimizerBuiltOnCompile, replica_count, task_cross_entropy
+from mssl_tf.methods.base import BackboneModel, replica_count
+from mssl_tf.methods.episodic import TASK_KEYS, task_cross_entropy
 from mssl_tf.methods.protonet import prototype_logits
 
 
 @keras.saving.register_keras_serializable(package="mssl_tf")
-class SSLModel(OptimizerBuiltOnCompile, keras.Model):
+class SSLModel(BackboneModel):
     """Base of self-supervised methods.
 
     A batch is a dict from `mssl_tf.data.views.multi_view_dataset`: `views [batch, views, H, W, C]` and, only for
@@ -32,9 +33,11 @@ class SSLModel(OptimizerBuiltOnCompile, keras.Model):
         probe_classes: classes of the online linear probe (0: no probe; keep 0 for "no labels in training").
     """
 
+    BATCHES = "views"
+    RUN_ARGUMENTS = ("probe_classes",)
+
     def __init__(self, backbone: keras.Model, probe_classes: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.backbone = backbone
+        super().__init__(backbone, **kwargs)
         self.probe_classes = int(probe_classes)
         self.feature_dim = int(backbone.output_shape[-1])
         self.probe = None
@@ -43,14 +46,10 @@ class SSLModel(OptimizerBuiltOnCompile, keras.Model):
             # numbers, so the encoder initializes exactly as without it.
             self.probe = keras.layers.Dense(self.probe_classes, kernel_initializer="zeros", name="probe")
             self.probe.build((None, self.feature_dim))
-        self.loss_tracker = keras.metrics.Mean(name="loss")
         self.probe_loss_tracker = keras.metrics.Mean(name="probe_loss")
         self.probe_accuracy_tracker = keras.metrics.Mean(name="probe_accuracy")
         # Subclasses build every layer in their constructor, so `fit` under a strategy never builds lazily.
         self.built = True
-
-    def call(self, images, training=False):
-        return self.backbone(images, training=training)
 
     @property
     def metrics(self):
@@ -117,16 +116,7 @@ class SSLModel(OptimizerBuiltOnCompile, keras.Model):
 
     # === Config ===
     def get_config(self):
-        config = super().get_config()
-        config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
-        config["probe_classes"] = self.probe_classes
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+        return {**super().get_config(), "probe_classes": self.probe_classes}
 
 
 def frozen_copy(layer, input_dim: int | None = None, prefix: str = "target_"):

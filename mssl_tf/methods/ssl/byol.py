@@ -29,6 +29,8 @@ class BYOL(SSLModel):
         probe_classes: classes of the online linear probe (0: none).
     """
 
+    RUN_ARGUMENTS = (*SSLModel.RUN_ARGUMENTS, "total_steps")  # τ reaches 1 at the run's last planned step
+
     def __init__(self, backbone, base_decay=0.99, total_steps=1000, hidden_units=(512,), projection_units=128,
                  probe_classes=0, **kwargs):
         super().__init__(backbone, probe_classes, **kwargs)

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from mssl_tf.heads import projection_head
 from mssl_tf.losses import infonce, replicas
-from mssl_tf.methods.episodic import replica_count
+from mssl_tf.methods.base import replica_count
 from mssl_tf.methods.ssl.base import SSLModel, frozen_copy, moving_average_pairs, update_moving_average
 
 

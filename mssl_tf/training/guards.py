@@ -1,6 +1,6 @@
 """Guards that stop training loudly: a non-finite loss, a dataset that runs dry before the run is over.
 
-The same checks serve `model.fit` (as callbacks) and the distributed driver (`mssl_tf.distributed_training`).
+The same checks serve `model.fit` (as callbacks) and the distributed driver (`mssl_tf.training.distributed`).
 Steps are counted from 1: "step 3" is the third optimizer step of the run, counted across restarts.
 """
 

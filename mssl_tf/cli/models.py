@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mssl_tf.cli.common import add_data_argument
+
 
 def load_model_reference(reference: str):
     """A zoo entry name or a training output (directory or .keras file) → (model, provenance dict, default name)."""
@@ -17,7 +19,7 @@ def load_model_reference(reference: str):
     if not Path(reference).exists():
         raise FileNotFoundError(f"{reference!r} is neither a zoo entry ({', '.join(zoo.available()) or 'none'}) "
                                 "nor a trained model path (model.keras or a `mssl-tf train --output` directory)")
-    from mssl_tf.training import load_trained
+    from mssl_tf.training.artifacts import load_trained
 
     model, summary = load_trained(reference)
     path = Path(reference)
@@ -85,7 +87,7 @@ def zoo_eval_command(args) -> int:
     return 1 if failures else 0
 
 
-def add_parsers(commands, add_data_argument) -> None:
+def add_parsers(commands) -> None:
     export_parser = commands.add_parser("export", help="write a trained encoder as a TF Serving SavedModel")
     export_parser.add_argument("model", help="zoo entry name, or model.keras / a `mssl-tf train --output` directory")
     export_parser.add_argument("--base-dir", default="export", help="TF Serving base directory (default: export)")

@@ -19,107 +19,20 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from mssl_tf import distribute
-from mssl_tf.data.episodes import EpisodeSpec, sample_episode
-from mssl_tf.guards import DatasetExhaustedError, check_finite_loss, dataset_exhausted_message
-
-DatasetFunction = Callable[[tf.distribute.InputContext, int], tf.data.Dataset]
-
-
-# === Data from a global step on ===
-def _episodes(class_images, spec: EpisodeSpec, seed: int, batch: int, episode_index) -> tf.data.Dataset:
-    images = tf.constant(class_images)
-
-    def make(position):
-        return sample_episode(images, spec, tf.stack([tf.constant(seed, tf.int64), episode_index(position)]))
-
-    dataset = tf.data.Dataset.counter().map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-
-
-def episodes_from_step(class_images, spec: EpisodeSpec, meta_batch: int, seed: int, start_step: int = 0):
-    """`episode_dataset(class_images, spec, meta_batch, seed)` from its element `start_step` on, without
-    drawing the skipped episodes (episode `i` depends only on `(seed, i)`)."""
-    first = start_step * meta_batch
-    return _episodes(class_images, spec, seed, meta_batch, lambda position: position + first)
-
-
-def episode_dataset_fn(class_images, spec: EpisodeSpec, meta_batch: int, seed: int) -> DatasetFunction:
-    """Per-replica episode batches whose union at every step is the global batch of `episode_dataset`.
-
-    The global batch of step `s` holds episodes `s * meta_batch ... (s + 1) * meta_batch - 1`; replica `r` gets
-    the `r`-th contiguous slice of `meta_batch / replicas` of them. Each input pipeline (one per worker) draws
-    only the episodes of its own replicas.
-    """
-
-    def dataset_fn(context: tf.distribute.InputContext, start_step: int) -> tf.data.Dataset:
-        per_replica = _per_replica(meta_batch, context)
-        local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
-        per_pipeline = local_replicas * per_replica  # episodes this pipeline draws per step
-        offset = context.input_pipeline_id * per_pipeline
-        first = start_step * per_pipeline
-
-        def episode_index(position):
-            position = position + first
-            return (position // per_pipeline) * meta_batch + offset + position % per_pipeline
-
-        return _episodes(class_images, spec, seed, per_replica, episode_index)
-
-    return dataset_fn
-
-
-def global_batch_dataset_fn(make_global_dataset: Callable[[int], tf.data.Dataset]) -> DatasetFunction:
-    """Adapts any deterministic dataset of global batches to the driver.
-
-    Args:
-        make_global_dataset: `start_step` → dataset whose elements are the global batches of steps
-            `start_step, start_step + 1, ...` (nested tensors with a static leading batch axis). Every worker
-            builds it and keeps the rows of its own replicas, so it must not depend on the worker.
-
-    Returns:
-        A `dataset_fn(input_context, start_step)` for `DistributedTrainer`.
-    """
-
-    def dataset_fn(context: tf.distribute.InputContext, start_step: int) -> tf.data.Dataset:
-        dataset = make_global_dataset(start_step)
-        global_batch = tf.nest.flatten(dataset.element_spec)[0].shape[0]
-        if global_batch is None:
-            raise ValueError("The global batches need a static batch size: batch with drop_remainder=True")
-        per_replica = _per_replica(global_batch, context)
-        local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
-        first = context.input_pipeline_id * local_replicas * per_replica
-
-        def local_rows(*batch):
-            batch = batch[0] if len(batch) == 1 else batch
-            mine = tf.nest.map_structure(
-                lambda tensor: tf.reshape(
-                    tensor[first : first + local_replicas * per_replica],
-                    [local_replicas, per_replica, *tensor.shape[1:]],
-                ),
-                batch,
-            )
-            return tf.data.Dataset.from_tensor_slices(mine)
-
-        return dataset.flat_map(local_rows)
-
-    return dataset_fn
-
-
-def _per_replica(global_batch: int, context: tf.distribute.InputContext) -> int:
-    if global_batch % context.num_replicas_in_sync:
-        raise ValueError(
-            f"The global batch (meta-batch) of {global_batch} does not divide across "
-            f"{context.num_replicas_in_sync} replicas; use a multiple of {context.num_replicas_in_sync}"
-        )
-    return global_batch // context.num_replicas_in_sync
+from mssl_tf.training.callbacks import TimeBudget, TrainingClock, validation_curve
+from mssl_tf.training.config import TrainConfig
+from mssl_tf.training.datasets import DatasetFunction, distributed_dataset_fn
+from mssl_tf.training.guards import DatasetExhaustedError, check_finite_loss, dataset_exhausted_message
+from mssl_tf.training.model import prepare
+from mssl_tf.training.records import run_summary, write_train_summary
 
 
 # === Early stopping ===
@@ -457,41 +370,26 @@ def final_weights(model: keras.Model) -> list[np.ndarray]:
     return [np.array(variable.numpy()) for variable in model.weights]
 
 
-def train_distributed(config, callbacks=()) -> dict:
+def train_distributed(config: TrainConfig, callbacks=()) -> dict:
     """`mssl_tf.training.train` for `DistributedTrainer`: same config, outputs and summary as the `fit` path.
 
     Run the same command on every worker (with its own `TF_CONFIG`). Checkpoints go to `config.backup_dir`
     (default `<output>/backup`), which must be one directory every worker reads; the chief writes
     `<output>/model.keras` and `<output>/train.json`.
     """
-    from mssl_tf import ssl_training, training, unsupervised_training
-
     # A checkpoint, if any, overrides an --init-from initialization.
-    strategy, model, train_images, validation_images = training.prepare(config)
-    spec = EpisodeSpec(config.ways, config.shots, config.queries)
+    strategy, model, train_images, validation_images = prepare(config)
     if config.jit_compile:
         print("note: the distributed driver runs its step without XLA (--jit-compile applies to fit)", flush=True)
 
-    clock = training.TrainingClock()
-    validation_ways = min(config.validate_ways, getattr(model, "ways", config.validate_ways))
-    curve = training.ValidationCurve(
-        validation_images, EpisodeSpec(validation_ways, config.validate_shots, 15), config.validate_episodes,
-        clock, config.meta_batch,
-    )
+    clock = TrainingClock()
+    curve = validation_curve(config, model, validation_images, clock)
     all_callbacks = [clock, curve, *callbacks]
     if config.minutes:
-        all_callbacks.append(training.TimeBudget(config.minutes, clock))
+        all_callbacks.append(TimeBudget(config.minutes, clock))
     output = Path(config.output)
-    if ssl_training.is_ssl(config.method):
-        dataset_fn = global_batch_dataset_fn(lambda start: ssl_training.ssl_dataset(config, train_images, start))
-    elif unsupervised_training.is_unsupervised(config):
-        dataset_fn = global_batch_dataset_fn(
-            lambda start: unsupervised_training.task_dataset(config, train_images, spec, start)
-        )
-    else:
-        dataset_fn = episode_dataset_fn(train_images, spec, config.meta_batch, config.seed)
     trainer = DistributedTrainer(
-        model, strategy, dataset_fn,
+        model, strategy, distributed_dataset_fn(config, train_images),
         steps=config.steps, steps_per_epoch=config.steps_per_epoch,
         checkpoint_dir=config.backup_dir or output / "backup", checkpoint_every=config.backup_every,
         tensorboard=config.tensorboard,
@@ -505,19 +403,11 @@ def train_distributed(config, callbacks=()) -> dict:
     model_directory.mkdir(parents=True, exist_ok=True)
     model.save(model_directory / "model.keras")
     distribute.remove_worker_directory(output, strategy)
-    summary = {
-        "config": asdict(config),
-        "train_seconds": round(clock.training_seconds(), 1),
-        "steps": result["steps"],
-        "episodes": result["steps"] * config.meta_batch,
-        **training.data_summary(config),
-        "curve": curve.points,
-        "history": result["history"],
-        "resumed_from": result["resumed_from"],
-        "stopped": result["stopped"],
-        "workers": distribute.worker_count(strategy),
-        "replicas": strategy.num_replicas_in_sync,
-    }
+    summary = run_summary(
+        config, clock.training_seconds(), result["steps"], curve.points, result["history"],
+        resumed_from=result["resumed_from"], stopped=result["stopped"], workers=distribute.worker_count(strategy),
+        replicas=strategy.num_replicas_in_sync,
+    )
     if distribute.is_chief(strategy):
-        (output / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_train_summary(output, summary)
     return summary

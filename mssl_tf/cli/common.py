@@ -1,0 +1,49 @@
+"""Flag parsers and arguments the verbs share."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+
+DEFAULT_SETTINGS = "5w1s,5w5s,20w1s,20w5s"
+
+
+def parse_settings(text: str) -> list[tuple[int, int]]:
+    """`"5w1s,20w5s"` → `[(5, 1), (20, 5)]`."""
+    settings = []
+    for item in text.split(","):
+        ways, _, shots = item.strip().lower().partition("w")
+        if not shots.endswith("s") or not ways.isdigit() or not shots[:-1].isdigit():
+            raise argparse.ArgumentTypeError(f"setting {item!r} is not of the form <ways>w<shots>s, e.g. 5w1s")
+        settings.append((int(ways), int(shots[:-1])))
+    return settings
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """`key=value` with the value read as JSON when it parses (numbers, lists, booleans), else as text."""
+    key, separator, value = text.partition("=")
+    if not separator:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def add_data_argument(parser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="Omniglot directory (official zips + splits/vinyals/*.txt); default $MSSL_TF_OMNIGLOT_DIR "
+        "or ../shared/data/omniglot",
+    )
+    parser.add_argument(
+        "--source", choices=["zips", "tfds"], default="zips",
+        help="decode the official zips in --data-dir, or read Omniglot through TensorFlow Datasets "
+        "(pip install 'mssl-tf[tfds]'; split files still come from --data-dir)",
+    )
+
+
+def command_line(argv) -> str:
+    return "mssl-tf " + " ".join(shlex.quote(argument) for argument in argv)

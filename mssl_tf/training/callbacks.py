@@ -1,0 +1,81 @@
+"""Callbacks of a training run, shared by both drivers: time budget, training clock, validation curve."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+
+from mssl_tf.data.episodes import EpisodeSpec
+from mssl_tf.evaluation import confidence_interval, episode_accuracies
+
+VALIDATION_SEED = 7  # validation episodes differ from the test episodes' seed
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops `fit` once `minutes` of training have passed (checked after every step)."""
+
+    def __init__(self, minutes, clock):
+        super().__init__()
+        self.seconds = minutes * 60.0
+        self.clock = clock
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.clock.training_seconds() >= self.seconds:
+            self.model.stop_training = True
+
+
+class TrainingClock(keras.callbacks.Callback):
+    """Training wall time, excluding the time spent in validation; counts optimizer steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.start = None
+        self.excluded = 0.0
+        self.steps = 0
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+        self.steps = int(self.model.optimizer.iterations.numpy())  # a resumed run continues the count
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+    def training_seconds(self):
+        return time.perf_counter() - self.start - self.excluded
+
+
+class ValidationCurve(keras.callbacks.Callback):
+    """After every epoch: accuracy on fixed validation episodes, recorded against training time."""
+
+    def __init__(self, class_images, spec, episodes, clock, meta_batch):
+        super().__init__()
+        self.class_images, self.spec, self.episodes = class_images, spec, episodes
+        self.clock, self.meta_batch = clock, meta_batch
+        self.points = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        start = time.perf_counter()
+        accuracies = episode_accuracies(self.model, self.class_images, self.spec, self.episodes, seed=VALIDATION_SEED)
+        mean, half_width = confidence_interval(accuracies)
+        self.clock.excluded += time.perf_counter() - start
+        point = {
+            "train_seconds": round(self.clock.training_seconds(), 1),
+            "steps": self.clock.steps,
+            "episodes": self.clock.steps * self.meta_batch,
+            "validation_accuracy": round(100 * mean, 2),
+            "validation_ci95": round(100 * half_width, 2),
+            "train_loss": float(logs.get("loss", math.nan)) if logs else math.nan,
+        }
+        self.points.append(point)
+        if logs is not None:
+            logs["validation_accuracy"] = mean  # for early stopping and the history
+        print(f"  validation {self.spec.ways}-way {self.spec.shots}-shot: {point}", flush=True)
+
+
+def validation_curve(config, model, validation_images, clock: TrainingClock) -> ValidationCurve:
+    """Fixed validation episodes after every epoch (at most as many ways as the model's classifier has)."""
+    ways = min(config.validate_ways, getattr(model, "ways", config.validate_ways))
+    return ValidationCurve(validation_images, EpisodeSpec(ways, config.validate_shots, 15), config.validate_episodes,
+                           clock, config.meta_batch)

@@ -1,0 +1,80 @@
+"""`TrainConfig`: everything one training run is given, and the checks of combinations it cannot train."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mssl_tf.data.unsupervised_tasks import TASK_KINDS
+from mssl_tf.methods import DEFAULT_METHOD, method_class
+
+CLUSTER_DEFAULTS = {"clusters": 500, "partitions": 10, "iterations": 30}  # CACTUs used k = 500 on Omniglot
+TASK_OPTIONS = (*CLUSTER_DEFAULTS, "mixture", "mixture_weights", "original_support")
+
+
+@dataclass
+class TrainConfig:
+    method: str = DEFAULT_METHOD
+    backbone: str = "conv4"
+    data_dir: str | None = None
+    source: str = "zips"
+    split: str = "train"
+    ways: int = 60
+    shots: int = 5
+    queries: int = 5
+    meta_batch: int = 1
+    batch_size: int = 256  # methods trained on views: images per step (global batch)
+    probe: bool = False  # methods trained on views: online linear probe on stop-gradient features (uses labels)
+    tasks: str = "labeled"  # or tasks made from the images alone (mssl_tf.data.unsupervised_tasks)
+    cluster_encoder: str | None = None  # tasks=clusters: trained model whose embeddings are clustered
+    init_from: str | None = None  # trained model whose backbone starts this run (e.g. a self-supervised encoder)
+    task_options: dict = field(default_factory=dict)  # unsupervised tasks: clusters, partitions, mixture, ...
+    views: str = "omniglot"  # augmentation preset of multi-view batches and augmentation tasks
+    steps: int = 1000
+    steps_per_epoch: int = 100
+    minutes: float | None = None
+    learning_rate: float = 1e-3
+    halve_every: int | None = 2000
+    seed: int = 0
+    strategy: str = "default"
+    devices: int | None = None
+    jit_compile: bool = False
+    validate_ways: int = 5
+    validate_shots: int = 1
+    validate_episodes: int = 200
+    method_options: dict = field(default_factory=dict)
+    tensorboard: str | None = None
+    output: str = "runs/model"
+    backup_dir: str | None = None  # fault tolerance: default <output>/backup (see docs/multiworker.md)
+    backup_every: int = 100  # steps between backups
+    early_stop: str | None = None  # epoch metric to stop on, e.g. "validation_accuracy" or "loss"
+    patience: int = 3
+    preemption_checkpoint: bool = False  # multiworker: save and exit (code 42) on SIGTERM
+    command: str = ""
+
+
+def batches(config: TrainConfig) -> str:
+    """What the method trains on: `"episodes"` or `"views"` (its class's `BATCHES`)."""
+    return method_class(config.method).BATCHES
+
+
+def is_unsupervised(config: TrainConfig) -> bool:
+    """Episodes made from the images alone (`--tasks` other than `labeled`)."""
+    return config.tasks != "labeled"
+
+
+def check(config: TrainConfig) -> None:
+    """Raises ValueError for a combination no driver can train, saying what to change."""
+    if config.tasks not in TASK_KINDS:
+        raise ValueError(f"unknown tasks {config.tasks!r}; known: {', '.join(TASK_KINDS)}")
+    if is_unsupervised(config) and config.strategy == "multiworker":
+        raise ValueError("--tasks other than 'labeled' train with --strategy default or mirrored; the multi-worker "
+                         "driver draws labeled episodes only")
+    if is_unsupervised(config) and batches(config) != "episodes":
+        raise ValueError(f"--tasks {config.tasks} makes episodes for episodic methods; {config.method} trains on "
+                         "multi-view batches of the unlabeled images already (drop --tasks)")
+    if config.tasks == "clusters" and not config.cluster_encoder:
+        raise ValueError("--tasks clusters needs --cluster-encoder PATH (a trained model whose embeddings are "
+                         "clustered)")
+    unknown = set(config.task_options) - set(TASK_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown --task-option {sorted(unknown)}; known: {', '.join(TASK_OPTIONS)}")

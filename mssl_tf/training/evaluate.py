@@ -1,0 +1,121 @@
+"""Scoring a trained run on a split and recording it: few-shot episodes, frozen-encoder protocols (kNN, linear
+probe) and adaptation curves, one record per result through `mssl_tf.training.records`.
+
+These are what `mssl-tf eval` runs; each takes a run directory (or `model.keras`) and writes into `results_dir`
+when given one: `<run>_<w>w<s>s.json` (results-table rows), `<run>_<protocol>.json`, `<run>_<w>w<s>s_adaptation.json`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mssl_tf.data import EpisodeSpec, load_split, resolve_data_dir
+from mssl_tf.evaluation import adaptation_curve, evaluate, knn_accuracy, linear_probe_accuracy
+from mssl_tf.training.artifacts import load_trained, model_file
+from mssl_tf.training.records import (
+    evaluation_fields, method_name, write_evaluation_record, write_learning_curve,
+)
+
+FROZEN_PROTOCOLS = {"knn": knn_accuracy, "linear": linear_probe_accuracy}
+
+
+def _skips(model, ways: int, shots: int) -> bool:
+    if getattr(model, "ways", ways) != ways:
+        print(f"skipping {ways}-way {shots}-shot: the model's classifier is {model.ways}-way")
+        return True
+    return False
+
+
+def evaluate_and_record(model_path, settings, episodes=600, queries=15, data_dir=None, results_dir=None,
+                        run_name=None, command="", split="test", evaluation_inner_steps=None,
+                        source="zips") -> list[dict]:
+    """Few-shot accuracy ± 95% interval per `(ways, shots)` setting on fixed episodes of a Vinyals split.
+
+    Writes one record per setting and the run's learning curve (`<run>_training.json`) when `results_dir` is given.
+    """
+    data_dir = resolve_data_dir(data_dir, require_zips=source == "zips")
+    model, summary = load_trained(model_path)
+    if evaluation_inner_steps is not None:
+        if not hasattr(model, "evaluation_inner_steps"):
+            raise ValueError(f"{type(model).__name__} has no inner loop; drop --evaluation-inner-steps")
+        model.evaluation_inner_steps = evaluation_inner_steps
+    test_images = load_split(split, data_dir, source)
+    train_config = summary.get("config", {})
+    run = run_name or Path(model_path).name
+    if results_dir and summary:
+        write_learning_curve(results_dir, run, summary)
+    rows = []
+    for ways, shots in settings:
+        if _skips(model, ways, shots):
+            continue
+        result = evaluate(model, test_images, EpisodeSpec(ways, shots, queries), episodes)
+        record = {
+            "run": run,
+            "method": method_name(summary, model),
+            "method_options": {**train_config.get("method_options", {}),
+                               **({"evaluation_inner_steps": model.evaluation_inner_steps}
+                                  if hasattr(model, "evaluation_inner_steps") else {})},
+            "backbone": train_config.get("backbone", "conv4"),
+            "dataset": "omniglot",
+            "split": f"{split} (Vinyals)",
+            "train_split": train_config.get("split", "unknown"),
+            **result,
+            "train_tasks": summary.get("episodes", 0),
+            "train_setting": {key: train_config.get(key) for key in ("ways", "shots", "queries", "meta_batch")},
+            **evaluation_fields(summary, command),
+        }
+        rows.append(record)
+        print(f"{ways}-way {shots}-shot: {result['accuracy']:.2f} ± {result['ci95']:.2f} % "
+              f"({result['episodes']} episodes, {result['evaluation_seconds']} s)", flush=True)
+        if results_dir:
+            write_evaluation_record(results_dir, f"{run}_{ways}w{shots}s", record)
+    return rows
+
+
+def evaluate_frozen_and_record(model_path, protocol: str, data_dir=None, split="test", source="zips",
+                               results_dir=None, run_name=None, command="") -> dict:
+    """Scores a trained model's frozen embeddings by kNN or a linear probe on every class of a Vinyals split.
+
+    Writes `<results_dir>/<run>_<protocol>.json` when asked (a record beside the few-shot results table).
+    """
+    data_dir = resolve_data_dir(data_dir, require_zips=source == "zips")
+    model, summary = load_trained(model_path)
+    class_images = load_split(split, data_dir, source)
+    result = FROZEN_PROTOCOLS[protocol](model, class_images)
+    record = {
+        "run": run_name or Path(model_path).name,
+        "method": method_name(summary, model),
+        "backbone": summary.get("config", {}).get("backbone", "conv4"),
+        "dataset": "omniglot",
+        "split": f"{split} (Vinyals)",
+        **result,
+        **evaluation_fields(summary, command),
+    }
+    print(f"{protocol}: {result['accuracy']:.2f} ± {result['ci95']:.2f} % ({result['classes']}-way, "
+          f"{result['scored']} images, {result['evaluation_seconds']} s)", flush=True)
+    if results_dir:
+        write_evaluation_record(results_dir, f"{record['run']}_{protocol}", record)
+    return record
+
+
+def adaptation_and_record(model_path, settings, steps, episodes=600, queries=15, data_dir=None, split="test",
+                          source="zips", results_dir=None, run_name=None, command="") -> list[dict]:
+    """Accuracy after each number of adaptation steps (inner steps or memory write passes) on the same episodes,
+    per setting; one `<run>_<w>w<s>s_adaptation.json` record per setting (a curve, not a results-table row)."""
+    model, summary = load_trained(model_path)
+    images = load_split(split, data_dir, source)
+    run = run_name or model_file(model_path).parent.name
+    records = []
+    for ways, shots in settings:
+        if _skips(model, ways, shots):
+            continue
+        curve = adaptation_curve(model, images, EpisodeSpec(ways, shots, queries), steps, episodes)
+        for point in curve:
+            print(f"{ways}-way {shots}-shot after {point['steps']} steps: {point['accuracy']:.2f} ± "
+                  f"{point['ci95']:.2f} % ({point['episodes']} episodes)", flush=True)
+        record = {"run": run, "method": method_name(summary, model), "ways": ways, "shots": shots, "queries": queries,
+                  "split": f"{split} (Vinyals)", "adaptation": curve, **evaluation_fields(summary, command)}
+        records.append(record)
+        if results_dir:
+            write_evaluation_record(results_dir, f"{run}_{ways}w{shots}s_adaptation", record)
+    return records

@@ -1,0 +1,87 @@
+"""The `model.fit` driver: one run (or its resumption from the backup), and the untrained floor (`--steps 0`)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import keras
+
+from mssl_tf.data import EpisodeSpec, load_split
+from mssl_tf.evaluation import confidence_interval, episode_accuracies
+from mssl_tf.training.callbacks import VALIDATION_SEED, TimeBudget, TrainingClock, validation_curve
+from mssl_tf.training.config import TrainConfig
+from mssl_tf.training.datasets import training_dataset
+from mssl_tf.training.guards import DatasetExhaustionGuard, NonFiniteLossGuard, StepLimit
+from mssl_tf.training.model import build_model, prepare
+from mssl_tf.training.records import run_summary, untrained_summary, write_train_summary
+
+
+def train_with_fit(config: TrainConfig, callbacks=()) -> dict:
+    """Trains with `model.fit`, saves `<output>/model.keras` and `<output>/train.json`, returns the summary.
+
+    A run killed part-way resumes from its last backup (`backup_dir`) when started again with the same config.
+    """
+    strategy, model, train_images, validation_images = prepare(config)
+    backup_dir = config.backup_dir or str(Path(config.output) / "backup")
+    backup = keras.callbacks.BackupAndRestore(backup_dir, save_freq=config.backup_every, double_checkpoint=True)
+    backup.set_model(model)
+    backup.on_train_begin()  # restores now: the batches must continue from the restored step
+    start_step = int(model.optimizer.iterations.numpy())
+    if start_step:
+        print(f"resumed from step {start_step} ({backup_dir})", flush=True)
+    dataset = training_dataset(config, train_images, start_step)
+
+    clock = TrainingClock()
+    curve = validation_curve(config, model, validation_images, clock)
+    # The guards come first: a diverged step must stop training before the backup overwrites the last good one.
+    driver_callbacks = [NonFiniteLossGuard(backup_dir), DatasetExhaustionGuard(config.steps_per_epoch, config.steps),
+                        StepLimit(config.steps), backup, clock, curve]
+    if config.minutes:
+        driver_callbacks.append(TimeBudget(config.minutes, clock))
+    if config.tensorboard:
+        driver_callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
+    if config.early_stop:
+        driver_callbacks.append(keras.callbacks.EarlyStopping(config.early_stop, patience=config.patience))
+    # A resumed run restarts its epoch (BackupAndRestore restores the epoch, not the batch), hence one
+    # more epoch at most; StepLimit ends the run at exactly config.steps optimizer steps.
+    epochs = max(1, math.ceil(config.steps / config.steps_per_epoch)) + (1 if start_step else 0)
+    history = model.fit(dataset, steps_per_epoch=config.steps_per_epoch, epochs=epochs,
+                        callbacks=driver_callbacks + list(callbacks), verbose=2)
+
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    model.save(output / "model.keras")
+    summary = run_summary(
+        config, clock.training_seconds(), clock.steps, curve.points,
+        {key: [float(value) for value in values] for key, values in history.history.items()},
+        resumed_from=start_step,
+    )
+    write_train_summary(output, summary)
+    return summary
+
+
+def save_untrained(config: TrainConfig) -> dict:
+    """`--steps 0`: saves the randomly initialized model (seeded) as `model.keras` with a `train.json`.
+
+    This is the floor of the results table: a random backbone scored by the same evaluation as trained encoders.
+    """
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    start = time.perf_counter()
+    validation = load_split("val", config.data_dir, config.source)
+    spec = EpisodeSpec(config.validate_ways, config.validate_shots, 15)
+    mean, half_width = confidence_interval(
+        episode_accuracies(model, validation, spec, config.validate_episodes, seed=VALIDATION_SEED)
+    )
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    model.save(output / "model.keras")
+    point = {"train_seconds": 0.0, "steps": 0, "episodes": 0, "validation_accuracy": round(100 * mean, 2),
+             "validation_ci95": round(100 * half_width, 2), "validation_seconds": round(time.perf_counter() - start, 1)}
+    summary = untrained_summary(config, point)
+    write_train_summary(output, summary)
+    print(f"  validation {spec.ways}-way {spec.shots}-shot of the untrained model: {point}", flush=True)
+    return summary

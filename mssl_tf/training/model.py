@@ -1,0 +1,81 @@
+"""The run's model: built from the registry with what the method asks of the run, compiled in the strategy's
+scope, optionally started from another run's backbone (`--init-from`)."""
+
+from __future__ import annotations
+
+import keras
+
+from mssl_tf import distribute
+from mssl_tf.backbones import build_backbone
+from mssl_tf.data import load_split, read_split
+from mssl_tf.methods import build_method, method_class
+from mssl_tf.training.artifacts import load_trained
+from mssl_tf.training.config import TrainConfig, check
+
+# What a run can give a method's constructor (the names a class lists in `RUN_ARGUMENTS`); None leaves it unset.
+RUN_VALUES = {
+    "ways": lambda config: config.ways,
+    "total_steps": lambda config: config.steps,  # e.g. an EMA schedule that ends at the last planned step
+    "probe_classes": lambda config: len(read_split(config.split, config.data_dir)) if config.probe else None,
+}
+
+
+def run_arguments(config: TrainConfig) -> dict:
+    """The constructor arguments the method declares in `RUN_ARGUMENTS`, from the run's settings."""
+    wanted = method_class(config.method).RUN_ARGUMENTS
+    unknown = [name for name in wanted if name not in RUN_VALUES]
+    if unknown:
+        raise ValueError(f"{config.method} asks the run for {unknown}, which no run supplies; known: "
+                         f"{sorted(RUN_VALUES)}")
+    values = {name: RUN_VALUES[name](config) for name in wanted}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def build_model(config: TrainConfig) -> keras.Model:
+    """The method on its backbone; explicit `method_options` win over what the run supplies."""
+    return build_method(config.method, build_backbone(config.backbone),
+                        **{**run_arguments(config), **config.method_options})
+
+
+def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    learning_rate = config.learning_rate
+    if config.halve_every:
+        learning_rate = keras.optimizers.schedules.ExponentialDecay(
+            config.learning_rate, config.halve_every, 0.5, staircase=True
+        )
+    return keras.optimizers.Adam(learning_rate)
+
+
+def initialize_backbone(model: keras.Model, path) -> None:
+    """Copies the backbone weights of the trained model at `path` into `model.backbone` (same architecture)."""
+    source, _ = load_trained(path)
+    if not hasattr(source, "backbone"):
+        raise ValueError(f"{path} holds a {type(source).__name__} without a backbone; --init-from needs a model "
+                         "trained by `mssl-tf train` (any method)")
+    target_shapes = [tuple(weight.shape) for weight in model.backbone.weights]
+    source_shapes = [tuple(weight.shape) for weight in source.backbone.weights]
+    if target_shapes != source_shapes:
+        raise ValueError(f"--init-from {path}: its backbone ({source.backbone.name}, {len(source_shapes)} weights) "
+                         f"does not match --backbone ({model.backbone.name}, {len(target_shapes)} weights); train "
+                         "with the same --backbone")
+    model.backbone.set_weights(source.backbone.get_weights())
+
+
+def prepare(config: TrainConfig):
+    """What both drivers start from: the seeded model, built and compiled in the strategy's scope (optionally
+    initialized from another run), and the train and validation data.
+
+    Returns:
+        (strategy, model, train class images, validation class images).
+    """
+    check(config)
+    keras.utils.set_random_seed(config.seed)
+    strategy = distribute.get_strategy(config.strategy, config.devices)
+    train_images = load_split(config.split, config.data_dir, config.source)
+    validation_images = load_split("val", config.data_dir, config.source)
+    with strategy.scope():
+        model = build_model(config)
+        model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)
+    if config.init_from:
+        initialize_backbone(model, config.init_from)
+    return strategy, model, train_images, validation_images
