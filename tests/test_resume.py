@@ -17,7 +17,6 @@ from mssl_tf.training.datasets import episode_dataset_fn, episodes_from_step, gl
 from mssl_tf.training import load_trained
 from tests.workers import cluster
 from tests.conftest import labelled_classes
-from tests.workers.multiworker_worker import STEPS_PER_EPOCH
 
 KILL_AT = 4  # the runs have 8 steps in one epoch and a checkpoint every 2: step 4 is mid-epoch
 PREEMPT_AFTER = 2  # the preempted run gets its SIGTERM once step 2 is checkpointed
@@ -32,12 +31,12 @@ def latest_checkpoint_step(backup):
 
 
 def backup_step(backup):
-    """The step of `BackupAndRestore`'s latest backup (its metadata holds the epoch and the batch in it), or -1."""
+    """The step of `fit`'s latest complete backup (`AtomicBackupAndRestore`'s pointer names it), or -1."""
     try:
-        state = json.loads((backup / "training_metadata.json").read_text())
+        name = json.loads((backup / "latest.json").read_text())["checkpoint"]
     except (FileNotFoundError, json.JSONDecodeError):
         return -1
-    return state["epoch"] * STEPS_PER_EPOCH + state["batch"] + 1
+    return int(name.rpartition("-")[2])
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 The modules import downward only (`tests/test_import_graph.py` checks it):
 
-    config → artifacts → clusters → datasets → model → guards → callbacks → records → fit → distributed
+    config → artifacts → clusters → datasets → model → guards → backup → callbacks → records → fit → distributed
     → run → evaluate
 
 - `config`: `TrainConfig` and the checks of what no driver can train;
@@ -12,6 +12,7 @@ The modules import downward only (`tests/test_import_graph.py` checks it):
   step on, for both drivers;
 - `model`: the method built with what it declares it needs from a run (`RUN_ARGUMENTS`), compiled in the
   strategy's scope, `--init-from`;
+- `backup`: `fit`'s backups, written so that a kill at any instant leaves a restorable one;
 - `guards`, `callbacks`: stop on a non-finite loss, an exhausted dataset, the step limit, the time budget;
   the training clock and the validation curve;
 - `records`: `train.json` and every evaluation record, one writer, one hardware description;

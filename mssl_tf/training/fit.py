@@ -10,6 +10,7 @@ import keras
 
 from mssl_tf.data import EpisodeSpec, load_split
 from mssl_tf.evaluation import confidence_interval, episode_accuracies
+from mssl_tf.training.backup import AtomicBackupAndRestore
 from mssl_tf.training.callbacks import VALIDATION_SEED, TimeBudget, TrainingClock, validation_curve
 from mssl_tf.training.config import TrainConfig
 from mssl_tf.training.datasets import training_dataset
@@ -25,7 +26,7 @@ def train_with_fit(config: TrainConfig, callbacks=()) -> dict:
     """
     strategy, model, train_images, validation_images = prepare(config)
     backup_dir = config.backup_dir or str(Path(config.output) / "backup")
-    backup = keras.callbacks.BackupAndRestore(backup_dir, save_freq=config.backup_every, double_checkpoint=True)
+    backup = AtomicBackupAndRestore(backup_dir, save_freq=config.backup_every)
     backup.set_model(model)
     backup.on_train_begin()  # restores now: the batches must continue from the restored step
     start_step = int(model.optimizer.iterations.numpy())
