@@ -5,6 +5,9 @@ import json
 import pytest
 
 from mssl_tf import cli, results
+from mssl_tf.data import EpisodeSpec, omniglot
+from mssl_tf.evaluation import evaluate
+from mssl_tf.training import load_trained
 
 
 def test_settings_parse_and_reject_garbage():
@@ -38,10 +41,17 @@ def test_train_eval_and_results_table(tmp_path, omniglot_dir):
     records = results.read_records(records_dir)
     assert json.loads((records_dir / "tiny_training.json").read_text())["curve"]
     assert {(r["ways"], r["shots"]) for r in records} == {(5, 1), (20, 1)}
+    trained, _ = load_trained(run)
+    test_split = omniglot.load_split("test", omniglot_dir)
     for record in records:
         assert set(results.REQUIRED_FIELDS) <= set(record)
-        assert record["episodes"] == 20 and record["labels_used"] is True and 0 <= record["accuracy"] <= 100
+        assert record["episodes"] == 20 and record["labels_used"] is True
+        assert (record["method"], record["split"], record["queries"]) == ("protonet", "test (Vinyals)", 15)
         assert record["command"]["train"].startswith("mssl-tf train")
+        # The recorded numbers are the trained model's on those fixed episodes, recomputed here.
+        expected = evaluate(trained, test_split, EpisodeSpec(record["ways"], record["shots"], 15), episodes=20)
+        assert (record["accuracy"], record["ci95"]) == (expected["accuracy"], expected["ci95"])
+        assert record["accuracy"] > 2 * 100 / record["ways"]  # a trained ProtoNet is well above chance
 
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{results.TABLE_START}\nold\n{results.TABLE_END}\noutro\n")

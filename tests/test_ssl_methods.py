@@ -13,9 +13,18 @@ import mssl_tf
 from mssl_tf import cli
 from mssl_tf.data import EpisodeSpec, episode_dataset
 from mssl_tf.data.views import flatten_classes, multi_view_dataset
-from mssl_tf.evaluation import knn_accuracy, linear_probe_accuracy, nearest_neighbor_predictions
+from mssl_tf.data import omniglot
+from mssl_tf.evaluation import (
+    fit_and_score_split,
+    frozen_embeddings,
+    knn_accuracy,
+    linear_probe_accuracy,
+    nearest_neighbor_predictions,
+    train_linear_classifier,
+)
 from mssl_tf.methods import METHODS, SSL_METHODS, build_method
 from mssl_tf.training import load_trained
+from tests.conftest import labelled_classes
 
 SMALL = {"hidden_units": [64], "projection_units": 32}
 OPTIONS = {
@@ -69,17 +78,27 @@ def test_two_step_fit_and_keras_round_trip(name, views, episodes, tmp_path):
 
 
 def test_online_probe_learns_from_labels_without_touching_the_encoder(views):
+    first_labels = next(iter(views))["labels"].numpy()
+    favourite = np.bincount(first_labels).argmax()  # a class of the first batch
     trained = {}
     for probe_classes in (0, 40):
         keras.utils.set_random_seed(0)
         model = build_method("simclr", mssl_tf.conv4(), probe_classes=probe_classes, **SMALL)
         model.compile(keras.optimizers.Adam(1e-3))
         if probe_classes:
+            # The probe starts at zero weights; a bias of 1 on one class makes it predict that class everywhere.
+            model.probe.bias.assign(np.eye(40, dtype=np.float32)[favourite])
             probe_before = model.probe.kernel.numpy().copy()
-        history = model.fit(views, epochs=1, steps_per_epoch=2, verbose=0)
+        history = model.fit(views, epochs=2, steps_per_epoch=1, verbose=0)  # one step per epoch: per-step metrics
         trained[probe_classes] = (model, history.history)
     with_probe, history = trained[40]
-    assert np.isfinite(history["probe_loss"]).all() and 0 <= history["probe_accuracy"][0] <= 1
+    assert np.isfinite(history["probe_loss"]).all()
+    # The first step's probe metrics are those of that constant prediction on the first batch's labels.
+    share = np.mean(first_labels == favourite)
+    assert 0 < share < 1
+    assert history["probe_accuracy"][0] == pytest.approx(share, abs=1e-6)
+    expected_loss = share * -math.log(math.e / (math.e + 39)) + (1 - share) * -math.log(1 / (math.e + 39))
+    assert history["probe_loss"][0] == pytest.approx(expected_loss, rel=1e-5)
     assert not np.array_equal(with_probe.probe.kernel.numpy(), probe_before)
     without_probe = trained[0][0]
     for a, b in zip(without_probe.backbone.weights + without_probe.projector.weights,
@@ -137,6 +156,31 @@ def test_frozen_encoder_protocols_score_better_than_chance(train_images):
         assert result["classes"] == 20 and result["scored"] == 200 and result["accuracy"] > 3 * 100 / 20
         assert result["ci95"] == pytest.approx(
             100 * 1.96 * math.sqrt(result["accuracy"] / 100 * (1 - result["accuracy"] / 100) / 200), abs=0.01)
+    # No leak: scoring the fitted drawings instead (each its own nearest neighbor; the probe's training set) gives
+    # a visibly different number, so a protocol that scored them would be seen.
+    fit_images, fit_labels, score_images, _ = fit_and_score_split(train_images[:20])
+    fit_embeddings = frozen_embeddings(model, fit_images)
+    leaked_knn = 100 * np.mean(nearest_neighbor_predictions(fit_embeddings, fit_labels, fit_embeddings) == fit_labels)
+    assert leaked_knn == 100.0 and knn["accuracy"] < leaked_knn - 10
+    classifier = train_linear_classifier(fit_embeddings, fit_labels, 20, steps=50)
+    leaked_linear = 100 * np.mean(np.argmax(classifier(fit_embeddings).numpy(), axis=-1) == fit_labels)
+    assert linear["accuracy"] < leaked_linear - 10
+    # The same numbers from the disjoint split computed here: drawings 10-19 of each class are scored.
+    score_embeddings = frozen_embeddings(model, score_images)
+    held_out_knn = nearest_neighbor_predictions(fit_embeddings, fit_labels, score_embeddings, classes=20)
+    assert knn["accuracy"] == pytest.approx(100 * np.mean(held_out_knn == np.repeat(np.arange(20), 10)), abs=0.01)
+
+
+def test_fit_and_score_drawings_are_disjoint():
+    class_images = labelled_classes(classes=5, drawings=20)  # pixel (0, 0) is the class, (0, 1) the drawing
+    fit_images, fit_labels, score_images, score_labels = fit_and_score_split(class_images, fit_drawings=10)
+    assert fit_images.shape == (50, 28, 28) and score_images.shape == (50, 28, 28)
+    np.testing.assert_array_equal(fit_images[:, 0, 0], fit_labels)
+    np.testing.assert_array_equal(score_images[:, 0, 0], score_labels)
+    np.testing.assert_array_equal(fit_images[:, 0, 1], np.tile(np.arange(10), 5))
+    np.testing.assert_array_equal(score_images[:, 0, 1], np.tile(np.arange(10, 20), 5))
+    with pytest.raises(ValueError, match="fit_drawings"):
+        fit_and_score_split(class_images, fit_drawings=20)
 
 
 def test_train_floor_and_eval_from_the_command_line(tmp_path, omniglot_dir):
@@ -168,4 +212,8 @@ def test_train_floor_and_eval_from_the_command_line(tmp_path, omniglot_dir):
     assert cli.main(["eval", str(run), "--data-dir", str(omniglot_dir), "--protocol", "knn", "--split", "val",
                      "--results-dir", str(records), "--run-name", "tiny"]) == 0
     knn = json.loads((records / "tiny_knn.json").read_text())
-    assert knn["protocol"] == "knn" and knn["scored"] == knn["classes"] * 10 and 0 < knn["accuracy"] <= 100
+    # The record holds the protocol's own numbers for the trained encoder on the validation split.
+    expected = knn_accuracy(load_trained(run)[0], omniglot.load_split("val", omniglot_dir))
+    assert knn["protocol"] == "knn" and knn["method"] == "simclr" and knn["labels_used"] is False
+    assert (knn["classes"], knn["scored"], knn["neighbors"]) == (expected["classes"], 10 * expected["classes"], 1)
+    assert (knn["accuracy"], knn["ci95"]) == (expected["accuracy"], expected["ci95"])
