@@ -216,6 +216,18 @@ def test_malformed_http_gets_400_with_a_json_error_body(server, request_bytes):
     assert post(server.rest_port, "/v1/models/encoder:predict", {"instances": images(1).tolist()})[0] == 200
 
 
+def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body(server):
+    body = json.dumps({"instances": images(1).tolist()}).encode()
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as connection:
+        connection.sendall(b"POST /v1/models/encoder:predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(body))
+        answers = connection.makefile("rb")
+        assert answers.readline().startswith(b"HTTP/1.1 100")
+        assert answers.readline() == b"\r\n"
+        connection.sendall(body)
+        assert answers.readline().startswith(b"HTTP/1.1 200")
+
+
 def test_bad_base64_is_a_400(server):
     status, answer = post(server.rest_port, "/v1/models/encoder:predict",
                           {"signature_name": "lengths", "instances": [{"b64": "not base64!"}]})

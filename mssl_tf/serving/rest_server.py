@@ -200,6 +200,8 @@ class RestServer:
                                                 f"limit of {limit} (--max_request_bytes)"})
         if not request.path.lower().startswith("/v1/"):
             return json_response(404, {"error": f"no such endpoint: {request.path}; the API lives under /v1/models/"})
+        if request.headers.get("Expect", "").lower() == "100-continue":  # curl's large bodies: no 1 s wait
+            await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
         reservation = None
         try:
             if length and self.budget is not None and request.method == "POST":
