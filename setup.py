@@ -11,7 +11,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["mssl_tf", "mssl_tf.*"]),
+    # The zoo's cards and weights ship inside the package: `zoo/` is installed as `mssl_tf/zoo_entries/`.
+    packages=[*find_packages(include=["mssl_tf", "mssl_tf.*"]), "mssl_tf.zoo_entries"],
+    package_dir={"mssl_tf.zoo_entries": "zoo"},
+    package_data={"mssl_tf.zoo_entries": ["*.json", "weights/*.weights.h5"]},
     install_requires=[
         "tensorflow==2.20.0",
         "keras==3.15.1",

@@ -42,8 +42,12 @@ class WeightsHashMismatchError(ValueError):
 
 
 def zoo_dir() -> Path:
-    """Where the cards are: `$MSSL_TF_ZOO_DIR`, else the repository's `zoo/`."""
-    return Path(os.environ.get(ZOO_DIR_ENV) or Path(__file__).resolve().parents[1] / "zoo")
+    """Where the cards are: `$MSSL_TF_ZOO_DIR`, else the zoo installed with the package (`mssl_tf/zoo_entries/`,
+    see setup.py), else the repository's `zoo/` (a source checkout or an editable install)."""
+    if os.environ.get(ZOO_DIR_ENV):
+        return Path(os.environ[ZOO_DIR_ENV])
+    installed = Path(__file__).resolve().parent / "zoo_entries"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "zoo"
 
 
 def card_path(name: str, directory: str | os.PathLike | None = None) -> Path:

@@ -11,16 +11,18 @@ import argparse
 import os
 import sys
 
-from mssl_tf.cli import evaluate, models, pipeline, train
 from mssl_tf.cli.common import command_line, parse_option, parse_settings
 
 __all__ = ["build_parser", "main", "parse_option", "parse_settings"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mssl_tf.cli import evaluate, models, pipeline, train  # the verbs import TensorFlow: after main's setup
     from mssl_tf.serving.cli import add_parser as add_serve_parser
 
     parser = argparse.ArgumentParser(prog="mssl-tf", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's C++ start-up and log lines (hidden otherwise); may stand anywhere")
     commands = parser.add_subparsers(dest="command", required=True)
     train.add_parser(commands)
     evaluate.add_parsers(commands)
@@ -31,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "--verbose" in argv:
+        argv = [argument for argument in argv if argument != "--verbose"]
+    else:
+        # Before the first TensorFlow import: hides its C++ INFO/WARNING lines (CUDA probing, CPU features).
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     args.command_line = command_line(argv)
     try:
