@@ -40,7 +40,7 @@ def images(count, seed=0):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
-    write_test_model(root / "encoder", 1, busy_seconds=2.0, strings=True)
+    write_test_model(root / "encoder", 1, busy_seconds=4.0, strings=True)
     (root / "broken" / "1").mkdir(parents=True)
     (root / "broken" / "1" / "saved_model.pb").write_bytes(b"\x08\x01 this is not a SavedModel \xff\xff")
     return root
@@ -362,13 +362,13 @@ def test_a_large_batch_runs_in_pieces_and_answers_every_row(base):
 
 def test_rest_work_still_queued_at_its_deadline_is_not_run(base):
     with ModelServer([ModelConfig("encoder", str(base / "encoder"))], port=0, rest_api_port=0, poll_wait_seconds=0,
-                     rest_api_num_threads=1, rest_api_timeout_seconds=1.0) as busy:
+                     rest_api_num_threads=1, rest_api_timeout_seconds=1.5) as busy:
         first = {}
         request = {"signature_name": "busy", "instances": images(1).tolist()}
         thread = threading.Thread(target=lambda: first.update(answer=post(busy.rest_port,
                                                                           "/v1/models/encoder:predict", request)))
         thread.start()
-        time.sleep(0.5)  # the first request is running (2 s); the second waits for the only worker
+        time.sleep(1.0)  # the first request is running (4 s); the second waits for the only worker past 1.5 s
         status, answer = post(busy.rest_port, "/v1/models/encoder:predict", request)
         thread.join(30)
         assert first["answer"][0] == 200
@@ -384,8 +384,8 @@ def test_grpc_work_still_queued_at_its_deadline_is_not_run(base):
         thread = threading.Thread(target=lambda: first.update(
             answer=predict(batched.grpc_port, {"images": images(1)}, signature="busy", timeout=30)))
         thread.start()
-        time.sleep(0.5)
-        code, _ = predict(batched.grpc_port, {"images": images(1)}, signature="busy", timeout=0.5)
+        time.sleep(1.0)  # the first request is running (4 s) in the only batch thread
+        code, _ = predict(batched.grpc_port, {"images": images(1)}, signature="busy", timeout=1.0)
         assert code == "DEADLINE_EXCEEDED"
         thread.join(30)
         assert first["answer"][0] == "OK"
