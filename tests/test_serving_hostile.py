@@ -196,6 +196,32 @@ def test_rest_answers_while_idle_and_slow_sockets_are_open_and_cuts_slow_ones_of
             connection.close()
 
 
+def test_connections_beyond_the_cap_are_closed_and_the_server_stays_reachable(base):
+    with ModelServer([ModelConfig("encoder", str(base / "encoder"))], port=0, rest_api_port=0, poll_wait_seconds=0,
+                     rest_api_max_connections=20) as capped:
+        held = [socket.create_connection(("127.0.0.1", capped.rest_port), timeout=10) for _ in range(20)]
+        try:
+            time.sleep(0.5)
+            with socket.create_connection(("127.0.0.1", capped.rest_port), timeout=10) as extra:
+                try:
+                    closed = extra.recv(1) == b""
+                except ConnectionResetError:
+                    closed = True
+                assert closed
+        finally:
+            for connection in held:
+                connection.close()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, _ = post(capped.rest_port, "/v1/models/encoder:predict", {"instances": images(1).tolist()})
+                break
+            except (ConnectionError, OSError):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert status == 200
+
+
 # --- item 1 (framing) and item 8 (codes and bodies of the HTTP layer) ---
 
 @pytest.mark.parametrize("request_bytes", [

@@ -103,6 +103,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help="batches of row-wise signatures run in pieces of at most this many rows")
     extra.add_argument("--rest_api_header_timeout_in_ms", type=int, default=10000,
                        help="time a REST connection has to send complete request headers (idle ones are closed)")
+    extra.add_argument("--rest_api_max_connections", type=int, default=None,
+                       help="REST connections open at once; more are closed on arrival (default: half the file "
+                            "descriptor limit, at most 4096)")
     add_bool(extra, "enable_reload_config_request", False,
              "answer ModelService/HandleReloadConfigRequest (off: PERMISSION_DENIED); needs --model_base_path_root")
     extra.add_argument("--model_base_path_root", default="",
@@ -153,6 +156,7 @@ def build_server(args):
         max_num_load_retries=args.max_num_load_retries, enable_model_warmup=args.enable_model_warmup,
         rest_api_num_threads=args.rest_api_num_threads, rest_api_timeout_seconds=args.rest_api_timeout_in_ms / 1000,
         rest_api_header_timeout_seconds=args.rest_api_header_timeout_in_ms / 1000,
+        rest_api_max_connections=args.rest_api_max_connections,
         enable_reload_config_request=args.enable_reload_config_request,
         model_base_path_root=args.model_base_path_root or None,
         grpc_max_threads=args.grpc_max_threads, grpc_channel_arguments=channel_arguments(args.grpc_channel_arguments),

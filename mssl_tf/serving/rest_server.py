@@ -46,30 +46,58 @@ def json_response(status: int, document: dict, close: bool = False) -> web.Respo
     return response
 
 
+def default_max_connections() -> int:
+    """Half the process's soft file descriptor limit, between 64 and 4096."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return 4096
+    except (ImportError, OSError, ValueError):
+        soft = 1024
+    return max(64, min(4096, soft // 2))
+
+
 class _Connection(web_protocol.RequestHandler):
     """aiohttp's connection handler with a header deadline and JSON bodies for HTTP-layer errors."""
 
-    def __init__(self, manager, *, header_timeout_seconds: float, **kwargs):
+    def __init__(self, manager, *, header_timeout_seconds: float, max_connections: int, **kwargs):
         super().__init__(manager, **kwargs)
         self.header_timeout_seconds = header_timeout_seconds
+        self.max_connections = max_connections
         self._header_deadline = None
+        self._refused = False
+        self.began_request = False  # bytes arrived since the connection opened or its last answer
 
     def connection_made(self, transport) -> None:
+        if len(self._manager.connections) >= self.max_connections:
+            logger.warning("REST: %d connections open (--rest_api_max_connections); closing a new one",
+                           self.max_connections)
+            self._refused = True
+            transport.abort()
+            return
         super().connection_made(transport)
         self.arm_header_deadline()
 
     def connection_lost(self, exc) -> None:
         self.disarm_header_deadline()
-        super().connection_lost(exc)
+        if not self._refused:  # a refused connection was never registered with the server
+            super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.began_request = True
+        super().data_received(data)
 
     def eof_received(self) -> bool:
-        """Keeps the connection open for the answer when a client stops sending (half-close after its request);
-        the header deadline still closes it if nothing is in progress."""
-        return True
+        """When the client stops sending: keeps the connection open for the answer if bytes of a request came since
+        the last answer (a client may half-close after its request), closes an idle one."""
+        return self.began_request
 
     def arm_header_deadline(self) -> None:
         """Starts the time the next request's headers must arrive in (not reset by bytes arriving)."""
         self.disarm_header_deadline()
+        self.began_request = False
         self._header_deadline = asyncio.get_running_loop().call_later(
             self.header_timeout_seconds, self._header_deadline_passed)
 
@@ -83,8 +111,7 @@ class _Connection(web_protocol.RequestHandler):
         if self.transport is not None:
             logger.debug("REST: closing a connection that sent no complete request headers within %.1f s",
                          self.header_timeout_seconds)
-            self.force_close()
-            self.transport.close()
+            self.force_close()  # closes the transport
 
     def handle_error(self, request, status: int = 500, exc=None, message=None):
         """aiohttp's answer to a request it could not parse (400, 413, ...), with a JSON body instead of text."""
@@ -96,13 +123,14 @@ class _Connection(web_protocol.RequestHandler):
 
 
 class _Server(web_server.Server):
-    def __init__(self, handler, *, header_timeout_seconds: float, **kwargs):
+    def __init__(self, handler, *, header_timeout_seconds: float, max_connections: int, **kwargs):
         super().__init__(handler, **kwargs)
         self.header_timeout_seconds = header_timeout_seconds
+        self.max_connections = max_connections
 
     def __call__(self) -> _Connection:
         return _Connection(self, loop=self._loop, header_timeout_seconds=self.header_timeout_seconds,
-                           **self._kwargs)
+                           max_connections=self.max_connections, **self._kwargs)
 
 
 class RestServer:
@@ -116,6 +144,8 @@ class RestServer:
         header_timeout_seconds: a connection's time to send complete headers (from its opening or last answer).
         tls: serve HTTPS with this certificate (and verify client certificates if it says so).
         budget: the server-wide memory budget; a body's JSON parsing is admitted against it before it is read.
+        max_connections: open connections at most; more are closed as they arrive (default: half the process's
+            file descriptor limit, at most 4096), so idle sockets cannot take every descriptor of the process.
 
     Example:
         >>> server = RestServer(("127.0.0.1", 0), RestApi(manager)).start()
@@ -124,7 +154,8 @@ class RestServer:
     """
 
     def __init__(self, address, rest_api, num_threads: int = 16, timeout_seconds: float = 30.0,
-                 header_timeout_seconds: float = 10.0, tls=None, budget: MemoryBudget | None = None):
+                 header_timeout_seconds: float = 10.0, tls=None, budget: MemoryBudget | None = None,
+                 max_connections: int | None = None):
         from mssl_tf.serving.tls import server_ssl_context
 
         self.api = rest_api
@@ -132,6 +163,7 @@ class RestServer:
         self.header_timeout_seconds = header_timeout_seconds
         self.ssl_context = server_ssl_context(tls) if tls is not None else None
         self.budget = budget
+        self.max_connections = max_connections or default_max_connections()
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._socket = socket.create_server(address, family=family, backlog=1024)  # raises OSError if in use
         self.server_port = self._socket.getsockname()[1]
@@ -148,7 +180,8 @@ class RestServer:
 
     async def _open(self) -> None:
         self._web_server = _Server(
-            self._handle, header_timeout_seconds=self.header_timeout_seconds, loop=self._loop,
+            self._handle, header_timeout_seconds=self.header_timeout_seconds, max_connections=self.max_connections,
+            loop=self._loop,
             keepalive_timeout=self.header_timeout_seconds, lingering_time=LINGER_SECONDS, access_log=None,
         )
         self._listener = await self._loop.create_server(

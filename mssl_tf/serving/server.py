@@ -39,6 +39,8 @@ class ModelServer:
             reach a worker (TF Serving's `--rest_api_timeout_in_ms`).
         rest_api_header_timeout_seconds: time a REST connection has to send complete request headers, from its
             opening or its previous answer (idle keep-alive connections are closed after it too).
+        rest_api_max_connections: REST connections open at once; more are closed on arrival (default: half the
+            file descriptor limit, at most 4096).
         grpc_max_threads: gRPC requests served at once.
         grpc_channel_arguments: extra `(key, value)` gRPC server options.
         grpc_socket_path: also serve gRPC on this UNIX socket.
@@ -64,6 +66,7 @@ class ModelServer:
                  limits: Limits = Limits(), saved_model_tags=("serve",), max_num_load_retries: int = 5,
                  enable_model_warmup: bool = True, rest_api_num_threads: int | None = None,
                  rest_api_timeout_seconds: float = 30.0, rest_api_header_timeout_seconds: float = 10.0,
+                 rest_api_max_connections: int | None = None,
                  grpc_max_threads: int = 16, grpc_channel_arguments=(), grpc_socket_path: str = "",
                  model_config_file=None, model_config_file_poll_wait_seconds: float = 0,
                  enable_reload_config_request: bool = False, model_base_path_root: str | None = None):
@@ -75,6 +78,7 @@ class ModelServer:
         self.rest_api_num_threads = rest_api_num_threads or max(8, 4 * (os.cpu_count() or 1))
         self.rest_api_timeout_seconds = rest_api_timeout_seconds
         self.rest_api_header_timeout_seconds = rest_api_header_timeout_seconds
+        self.rest_api_max_connections = rest_api_max_connections
         self.enable_reload_config_request = enable_reload_config_request
         self.budget = MemoryBudget(limits.memory_budget_bytes)
         self.grpc_max_threads = grpc_max_threads
@@ -107,6 +111,7 @@ class ModelServer:
             self._rest_server = RestServer(
                 (self.host, self.rest_api_port), RestApi(self.manager, self.limits), self.rest_api_num_threads,
                 self.rest_api_timeout_seconds, self.rest_api_header_timeout_seconds, self.tls, self.budget,
+                self.rest_api_max_connections,
             ).start()
             self.rest_port = self._rest_server.server_port
             logger.info("Exporting HTTP/REST API at %s:%d%s", self.host, self.rest_port, " (TLS)" if self.tls else "")
