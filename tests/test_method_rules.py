@@ -3,9 +3,10 @@
 MAML's meta-gradient has its own file (tests/test_maml.py). Here: Reptile's outer step and its support-only
 evaluation, ANIL's head-only inner loop, Meta-SGD's per-parameter rates (applied and trained), Matching Networks'
 full-context embeddings (Vinyals et al. 2016, section 2.1.2 and appendix A.2), Prototypical Networks' nearest
-class mean, the memory network's error-driven writes and attention read, and the hyper-network's emitted and
-fine-tuned head. Backbones are an identity map on 3- or 4-d inputs (the method's own arithmetic is all there is)
-or a single 3×3 convolution on 4×4 images (ANIL needs a backbone with weights).
+class mean, the memory network's error-driven writes and attention read, the hyper-network's emitted and
+fine-tuned head, and transformation prediction's pretext labels. Backbones are an identity map on 3- or 4-d
+inputs or a flattening of 4×4 images (the method's own arithmetic is all there is), or a single 3×3 convolution
+on 4×4 images (ANIL needs a backbone with weights).
 """
 
 import keras
@@ -15,6 +16,7 @@ import tensorflow as tf
 
 from mssl_tf.methods import MAML, MatchingNet, ProtoNet, Reptile
 from mssl_tf.methods.meta_ssl import HyperNetwork, MemoryNetwork
+from mssl_tf.methods.ssl.transformation import TransformationPrediction
 from mssl_tf.ops import task_batched
 
 INNER_LEARNING_RATE = 0.5
@@ -404,3 +406,35 @@ def test_hypernetwork_emits_a_head_from_class_means_and_fine_tunes_it_with_its_l
     expected = [-np.sum(query_weight_gradient * support_weight_gradient),
                 -np.sum(query_bias_gradient * support_bias_gradient)]
     np.testing.assert_allclose(measured, expected, rtol=1e-4, atol=1e-7)
+
+
+# === Transformation prediction (after Gidaris et al. 2018) ===
+NUMPY_TRANSFORMATIONS = {
+    "rot0": lambda image: image,
+    "rot90": lambda image: np.rot90(image, 1),  # counter-clockwise, as tf.image.rot90
+    "rot180": lambda image: np.rot90(image, 2),
+    "rot270": lambda image: np.rot90(image, 3),
+    "hflip": lambda image: image[:, ::-1],
+    "vflip": lambda image: image[::-1],
+    "downsample": lambda image: np.kron(image.reshape(2, 2, 2, 2).mean(axis=(1, 3)), np.ones([2, 2])),  # 4×4
+}
+
+
+def test_transformation_prediction_classifies_which_transformation_was_applied():
+    """Loss = mean cross-entropy of classifier(backbone(t(x))) against t's index, over every image and transformation."""
+    inputs = keras.Input((4, 4, 1))
+    model = TransformationPrediction(keras.Model(inputs, keras.layers.Flatten()(inputs)), hidden_units=())
+    assert model.transformations == tuple(NUMPY_TRANSFORMATIONS)
+    rng = np.random.default_rng(11)
+    kernel, bias = rng.normal(size=(16, 7)), rng.normal(size=7)
+    model.classifier.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    images = rng.random((3, 4, 4))
+    rows, labels = [], []
+    for index, transform in enumerate(NUMPY_TRANSFORMATIONS.values()):
+        rows.extend(transform(image).ravel() for image in images)
+        labels.extend([index] * len(images))
+    logits = np.stack(rows) @ kernel + bias
+    expected = -np.mean(np.log(softmax(logits)[np.arange(len(labels)), labels]))
+    loss, features = model.compute_ssl_loss([tf.constant(images[..., None], tf.float32)], training=False)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(features, images.reshape(3, 16), atol=1e-6)  # the untransformed images' features
