@@ -16,8 +16,8 @@ PACKAGE_ROOT = Path(__file__).parents[1] / "mssl_tf"
 
 # `mssl_tf.training`'s modules from the bottom up: each may import only those before it.
 TRAINING_LAYERS = (
-    "config", "artifacts", "clusters", "datasets", "model", "guards", "backup", "callbacks", "records", "fit", "distributed",
-    "run", "evaluate",
+    "config", "artifacts", "clusters", "datasets", "model", "guards", "backup", "callbacks", "records", "fit",
+    "distributed", "run", "evaluate",
 )
 
 # Registered names that are also English words count only as a whole string literal (`"memory"`), not in prose.

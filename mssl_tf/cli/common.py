@@ -31,6 +31,20 @@ def parse_option(text: str) -> tuple[str, object]:
         return key, value
 
 
+def add_dataset_arguments(parser, default: str | None = "omniglot") -> None:
+    """`--dataset` and how a folder is read (the train verb's; eval reads the run's own unless told)."""
+    parser.add_argument("--dataset", default=default,
+                        help="omniglot, imagefolder:PATH (one class per folder, nested allowed) or arrays:NAME "
+                        "(mssl_tf.data.register_arrays)" + ("" if default else "; default: the run's own"))
+    if default:
+        parser.add_argument("--image-size", type=int, default=None,
+                            help="imagefolder: decode to this square size (default 84; omniglot is 28)")
+        parser.add_argument("--channels", type=int, choices=[1, 3], default=None,
+                            help="imagefolder: 3 (RGB, default) or 1 (grayscale)")
+        parser.add_argument("--min-images", type=int, default=20,
+                            help="imagefolder: keep classes with at least this many readable images, this many each")
+
+
 def add_data_argument(parser) -> None:
     parser.add_argument(
         "--data-dir",

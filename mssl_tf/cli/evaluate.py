@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mssl_tf.cli.common import DEFAULT_SETTINGS, add_data_argument, parse_settings
+from mssl_tf.cli.common import DEFAULT_SETTINGS, add_data_argument, add_dataset_arguments, parse_settings
 
 
 def parse_steps(text: str) -> list[int]:
@@ -19,8 +19,9 @@ def parse_steps(text: str) -> list[int]:
 
 
 def add_parsers(commands) -> None:
-    parser = commands.add_parser("eval", help="few-shot accuracy ± 95%% CI on the Vinyals test split")
+    parser = commands.add_parser("eval", help="few-shot accuracy ± 95%% CI on the test split of the run's dataset")
     parser.add_argument("model", help="model.keras or the training output directory")
+    add_dataset_arguments(parser, default=None)
     add_data_argument(parser)
     parser.add_argument("--settings", type=parse_settings, default=parse_settings(DEFAULT_SETTINGS))
     parser.add_argument("--protocol", choices=["fewshot", "knn", "linear"], default="fewshot",
@@ -48,7 +49,8 @@ def add_parsers(commands) -> None:
 def eval_command(args) -> int:
     from mssl_tf.training import evaluate
 
-    common = {"data_dir": args.data_dir, "split": args.split, "source": args.source, "results_dir": args.results_dir,
+    common = {"dataset": args.dataset, "data_dir": args.data_dir, "split": args.split, "source": args.source,
+              "results_dir": args.results_dir,
               "run_name": args.run_name, "command": args.command_line}
     if args.adaptation_steps:
         evaluate.adaptation_and_record(args.model, args.settings, args.adaptation_steps, args.episodes, args.queries,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mssl_tf.cli.common import add_data_argument, parse_option
+from mssl_tf.backbones import BACKBONES
+from mssl_tf.cli.common import add_data_argument, add_dataset_arguments, parse_option
 from mssl_tf.data.unsupervised_tasks import TASK_KINDS
 from mssl_tf.data.views import VIEW_PRESETS
 from mssl_tf.methods import DEFAULT_METHOD, METHODS
@@ -17,6 +18,9 @@ def add_parser(commands) -> None:
     parser = commands.add_parser("train", help="train a method on Omniglot with model.fit (or the multi-worker "
                                  "driver)")
     parser.add_argument("--method", choices=sorted(METHODS), default=DEFAULT_METHOD)
+    parser.add_argument("--backbone", choices=sorted(BACKBONES), default="conv4",
+                        help="built for the dataset's image size and channels")
+    add_dataset_arguments(parser)
     add_data_argument(parser)
     parser.add_argument("--ways", type=int, default=60)
     parser.add_argument("--shots", type=int, default=5)
@@ -90,7 +94,9 @@ def train_config(args):
     if args.first_order:
         options["first_order"] = True
     return TrainConfig(
-        method=args.method, data_dir=args.data_dir, source=args.source, ways=args.ways, shots=args.shots,
+        method=args.method, backbone=args.backbone, dataset=args.dataset, image_size=args.image_size,
+        channels=args.channels, min_images=args.min_images, data_dir=args.data_dir, source=args.source,
+        ways=args.ways, shots=args.shots,
         queries=args.queries, meta_batch=args.meta_batch, batch_size=args.batch_size, views=args.views,
         probe=args.probe, steps=args.steps, steps_per_epoch=args.steps_per_epoch, minutes=args.minutes,
         learning_rate=args.learning_rate, halve_every=args.halve_every or None, seed=args.seed,

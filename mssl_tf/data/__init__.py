@@ -1,5 +1,6 @@
 """Dataset sources and episode pipelines."""
 
+from mssl_tf.data.class_splits import DatasetOptions, load_class_split, register_arrays
 from mssl_tf.data.episodes import EVALUATION_SEED, EpisodeSpec, episode_dataset, evaluation_episodes
 from mssl_tf.data.omniglot import (
     DATA_DIR_ENV,
@@ -13,6 +14,9 @@ from mssl_tf.data.sources import DATASETS, ImageDataset, load_dataset
 
 __all__ = [
     "DATASETS",
+    "DatasetOptions",
+    "load_class_split",
+    "register_arrays",
     "DATA_DIR_ENV",
     "EVALUATION_SEED",
     "DatasetNotFoundError",

@@ -5,9 +5,9 @@ pipeline is deterministic for a seed whatever the parallelism, and a fixed evalu
 first `n` episodes of a seed.
 
 An element is a dict of one meta-batch of tasks:
-    support_images [tasks, ways*shots, H, W, 1] float32 in [0, 1]
+    support_images [tasks, ways*shots, H, W, C] float32 in [0, 1] (C = 1 for class images without a channel axis)
     support_labels [tasks, ways*shots] int32, class-major (0,0,...,1,1,...)
-    query_images   [tasks, ways*queries, H, W, 1]
+    query_images   [tasks, ways*queries, H, W, C]
     query_labels   [tasks, ways*queries] int32
 """
 
@@ -33,7 +33,8 @@ class EpisodeSpec:
 
 
 def sample_episode(class_images: tf.Tensor, spec: EpisodeSpec, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-    """One task from `class_images` (uint8 `[classes, drawings, H, W]`), keyed by a stateless `seed` pair."""
+    """One task from `class_images` (uint8 `[classes, drawings, H, W]` or `[classes, drawings, H, W, C]`), keyed by a
+    stateless `seed` pair."""
     num_classes = tf.shape(class_images)[0]
     drawings = tf.shape(class_images)[1]
     class_seed, image_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
@@ -41,13 +42,15 @@ def sample_episode(class_images: tf.Tensor, spec: EpisodeSpec, seed: tf.Tensor) 
     per_class = spec.shots + spec.queries
     picks = tf.argsort(tf.random.stateless_uniform([spec.ways, drawings], image_seed), axis=1)[:, :per_class]
     images = tf.gather(tf.gather(class_images, classes), picks, batch_dims=1)  # [ways, shots+queries, H, W]
-    images = tf.cast(images, tf.float32)[..., tf.newaxis] / 255.0
-    height, width = images.shape[2], images.shape[3]
+    images = tf.cast(images, tf.float32) / 255.0
+    if images.shape.rank == 4:
+        images = images[..., tf.newaxis]
+    height, width, channels = images.shape[2], images.shape[3], images.shape[4]
     labels = tf.range(spec.ways, dtype=tf.int32)[:, tf.newaxis]
     return {
-        "support_images": tf.reshape(images[:, : spec.shots], [spec.ways * spec.shots, height, width, 1]),
+        "support_images": tf.reshape(images[:, : spec.shots], [spec.ways * spec.shots, height, width, channels]),
         "support_labels": tf.reshape(tf.tile(labels, [1, spec.shots]), [-1]),
-        "query_images": tf.reshape(images[:, spec.shots :], [spec.ways * spec.queries, height, width, 1]),
+        "query_images": tf.reshape(images[:, spec.shots :], [spec.ways * spec.queries, height, width, channels]),
         "query_labels": tf.reshape(tf.tile(labels, [1, spec.queries]), [-1]),
     }
 
@@ -62,7 +65,7 @@ def episode_dataset(
     """A dataset of meta-batches of episodes.
 
     Args:
-        class_images: uint8 `[classes, drawings, H, W]`, one row per class.
+        class_images: uint8 `[classes, drawings, H, W]` or `[classes, drawings, H, W, C]`, one row per class.
         spec: ways, shots and queries of every task.
         meta_batch: tasks per element.
         seed: episodes are a pure function of `(seed, episode index)`.
@@ -75,7 +78,8 @@ def episode_dataset(
         raise ValueError(f"{spec.ways}-way tasks need at least {spec.ways} classes, got {class_images.shape[0]}")
     if spec.shots + spec.queries > class_images.shape[1]:
         raise ValueError(
-            f"{spec.shots} shots + {spec.queries} queries exceed the {class_images.shape[1]} drawings per class"
+            f"{spec.shots} shots + {spec.queries} queries exceed the {class_images.shape[1]} drawings or images per "
+            "class"
         )
     images = tf.constant(class_images)
     indices = tf.data.Dataset.range(num_episodes) if num_episodes is not None else tf.data.Dataset.counter()

@@ -74,8 +74,20 @@ class ValidationCurve(keras.callbacks.Callback):
         print(f"  validation {self.spec.ways}-way {self.spec.shots}-shot: {point}", flush=True)
 
 
+def validation_spec(config, model, validation_images) -> EpisodeSpec:
+    """The validation episodes: `validate_ways` at most (and no more than the model's classifier or the split's
+    classes hold), 15 queries a class or as many as the split's images leave."""
+    classes, per_class = validation_images.shape[:2]
+    ways = min(config.validate_ways, getattr(model, "ways", config.validate_ways), classes)
+    queries = min(15, per_class - config.validate_shots)
+    if ways < 2 or queries < 1:
+        raise ValueError(f"the validation split has {classes} classes of {per_class} images: too few for "
+                         f"{config.validate_shots}-shot validation episodes of 2 or more ways; use a dataset with "
+                         "more classes (or images per class)")
+    return EpisodeSpec(ways, config.validate_shots, queries)
+
+
 def validation_curve(config, model, validation_images, clock: TrainingClock) -> ValidationCurve:
-    """Fixed validation episodes after every epoch (at most as many ways as the model's classifier has)."""
-    ways = min(config.validate_ways, getattr(model, "ways", config.validate_ways))
-    return ValidationCurve(validation_images, EpisodeSpec(ways, config.validate_shots, 15), config.validate_episodes,
-                           clock, config.meta_batch)
+    """Fixed validation episodes after every epoch (`validation_spec`)."""
+    return ValidationCurve(validation_images, validation_spec(config, model, validation_images),
+                           config.validate_episodes, clock, config.meta_batch)

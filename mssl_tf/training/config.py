@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mssl_tf.data.class_splits import DatasetOptions, load_class_split
 from mssl_tf.data.unsupervised_tasks import TASK_KINDS
 from mssl_tf.methods import DEFAULT_METHOD, method_class
 
@@ -15,8 +16,12 @@ TASK_OPTIONS = (*CLUSTER_DEFAULTS, "mixture", "mixture_weights", "original_suppo
 class TrainConfig:
     method: str = DEFAULT_METHOD
     backbone: str = "conv4"
+    dataset: str = "omniglot"  # or imagefolder:PATH, arrays:NAME (mssl_tf.data.class_splits)
     data_dir: str | None = None
     source: str = "zips"
+    image_size: int | None = None  # None: the dataset's own (Omniglot 28, folders 84)
+    channels: int | None = None  # None: the dataset's own (Omniglot 1, folders 3)
+    min_images: int = 20  # folders: classes need this many readable images; each contributes this many
     split: str = "train"
     ways: int = 60
     shots: int = 5
@@ -50,6 +55,16 @@ class TrainConfig:
     patience: int = 3
     preemption_checkpoint: bool = False  # multiworker: save and exit (code 42) on SIGTERM
     command: str = ""
+
+
+def dataset_options(config: TrainConfig) -> DatasetOptions:
+    """How the run's dataset is read (folders: decoded size and channels, class filter, partition seed 0)."""
+    return DatasetOptions(image_size=config.image_size, channels=config.channels, min_images=config.min_images)
+
+
+def load_classes(config: TrainConfig, split: str):
+    """A split of the run's dataset as class arrays."""
+    return load_class_split(config.dataset, split, config.data_dir, config.source, dataset_options(config))
 
 
 def batches(config: TrainConfig) -> str:

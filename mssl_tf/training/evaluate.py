@@ -9,14 +9,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mssl_tf.data import EpisodeSpec, load_split, resolve_data_dir
+from mssl_tf.data import EpisodeSpec, resolve_data_dir
+from mssl_tf.data.class_splits import DatasetOptions, load_class_split, split_label
 from mssl_tf.evaluation import adaptation_curve, evaluate, knn_accuracy, linear_probe_accuracy
-from mssl_tf.training.artifacts import load_trained, model_file
+from mssl_tf.training.artifacts import load_trained, model_file, source_summary
 from mssl_tf.training.records import (
     evaluation_fields, method_name, write_evaluation_record, write_learning_curve,
 )
 
 FROZEN_PROTOCOLS = {"knn": knn_accuracy, "linear": linear_probe_accuracy}
+
+
+def evaluation_classes(summary: dict, dataset: str | None, split: str, data_dir=None, source="zips"):
+    """(dataset name, class arrays of `split`): the run's own dataset, read as it was trained, unless `dataset`."""
+    train_config = summary.get("config", {})
+    dataset = dataset or train_config.get("dataset", "omniglot")
+    if dataset == "omniglot":
+        data_dir = resolve_data_dir(data_dir, require_zips=source == "zips")
+    options = DatasetOptions(image_size=train_config.get("image_size"), channels=train_config.get("channels"),
+                             min_images=train_config.get("min_images", 20))
+    return dataset, load_class_split(dataset, split, data_dir, source, options)
 
 
 def _skips(model, ways: int, shots: int) -> bool:
@@ -28,18 +40,19 @@ def _skips(model, ways: int, shots: int) -> bool:
 
 def evaluate_and_record(model_path, settings, episodes=600, queries=15, data_dir=None, results_dir=None,
                         run_name=None, command="", split="test", evaluation_inner_steps=None,
-                        source="zips") -> list[dict]:
-    """Few-shot accuracy ± 95% interval per `(ways, shots)` setting on fixed episodes of a Vinyals split.
+                        source="zips", dataset=None) -> list[dict]:
+    """Few-shot accuracy ± 95% interval per `(ways, shots)` setting on fixed episodes of a split of the run's
+    dataset (or `dataset`).
 
     Writes one record per setting and the run's learning curve (`<run>_training.json`) when `results_dir` is given.
     """
-    data_dir = resolve_data_dir(data_dir, require_zips=source == "zips")
+    summary = source_summary(model_path)  # the data is checked (and named when missing) before the model loads
+    dataset, test_images = evaluation_classes(summary, dataset, split, data_dir, source)
     model, summary = load_trained(model_path)
     if evaluation_inner_steps is not None:
         if not hasattr(model, "evaluation_inner_steps"):
             raise ValueError(f"{type(model).__name__} has no inner loop; drop --evaluation-inner-steps")
         model.evaluation_inner_steps = evaluation_inner_steps
-    test_images = load_split(split, data_dir, source)
     train_config = summary.get("config", {})
     run = run_name or Path(model_path).name
     if results_dir and summary:
@@ -56,8 +69,8 @@ def evaluate_and_record(model_path, settings, episodes=600, queries=15, data_dir
                                **({"evaluation_inner_steps": model.evaluation_inner_steps}
                                   if hasattr(model, "evaluation_inner_steps") else {})},
             "backbone": train_config.get("backbone", "conv4"),
-            "dataset": "omniglot",
-            "split": f"{split} (Vinyals)",
+            "dataset": dataset,
+            "split": split_label(dataset, split),
             "train_split": train_config.get("split", "unknown"),
             **result,
             "train_tasks": summary.get("episodes", 0),
@@ -73,21 +86,20 @@ def evaluate_and_record(model_path, settings, episodes=600, queries=15, data_dir
 
 
 def evaluate_frozen_and_record(model_path, protocol: str, data_dir=None, split="test", source="zips",
-                               results_dir=None, run_name=None, command="") -> dict:
+                               results_dir=None, run_name=None, command="", dataset=None) -> dict:
     """Scores a trained model's frozen embeddings by kNN or a linear probe on every class of a Vinyals split.
 
     Writes `<results_dir>/<run>_<protocol>.json` when asked (a record beside the few-shot results table).
     """
-    data_dir = resolve_data_dir(data_dir, require_zips=source == "zips")
+    dataset, class_images = evaluation_classes(source_summary(model_path), dataset, split, data_dir, source)
     model, summary = load_trained(model_path)
-    class_images = load_split(split, data_dir, source)
     result = FROZEN_PROTOCOLS[protocol](model, class_images)
     record = {
         "run": run_name or Path(model_path).name,
         "method": method_name(summary, model),
         "backbone": summary.get("config", {}).get("backbone", "conv4"),
-        "dataset": "omniglot",
-        "split": f"{split} (Vinyals)",
+        "dataset": dataset,
+        "split": split_label(dataset, split),
         **result,
         **evaluation_fields(summary, command),
     }
@@ -99,11 +111,11 @@ def evaluate_frozen_and_record(model_path, protocol: str, data_dir=None, split="
 
 
 def adaptation_and_record(model_path, settings, steps, episodes=600, queries=15, data_dir=None, split="test",
-                          source="zips", results_dir=None, run_name=None, command="") -> list[dict]:
+                          source="zips", results_dir=None, run_name=None, command="", dataset=None) -> list[dict]:
     """Accuracy after each number of adaptation steps (inner steps or memory write passes) on the same episodes,
     per setting; one `<run>_<w>w<s>s_adaptation.json` record per setting (a curve, not a results-table row)."""
+    dataset, images = evaluation_classes(source_summary(model_path), dataset, split, data_dir, source)
     model, summary = load_trained(model_path)
-    images = load_split(split, data_dir, source)
     run = run_name or model_file(model_path).parent.name
     records = []
     for ways, shots in settings:
@@ -114,7 +126,7 @@ def adaptation_and_record(model_path, settings, steps, episodes=600, queries=15,
             print(f"{ways}-way {shots}-shot after {point['steps']} steps: {point['accuracy']:.2f} ± "
                   f"{point['ci95']:.2f} % ({point['episodes']} episodes)", flush=True)
         record = {"run": run, "method": method_name(summary, model), "ways": ways, "shots": shots, "queries": queries,
-                  "split": f"{split} (Vinyals)", "adaptation": curve, **evaluation_fields(summary, command)}
+                  "split": split_label(dataset, split), "adaptation": curve, **evaluation_fields(summary, command)}
         records.append(record)
         if results_dir:
             write_evaluation_record(results_dir, f"{run}_{ways}w{shots}s_adaptation", record)

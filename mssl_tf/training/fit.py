@@ -8,11 +8,11 @@ from pathlib import Path
 
 import keras
 
-from mssl_tf.data import EpisodeSpec, load_split
+from mssl_tf.data import EpisodeSpec
 from mssl_tf.evaluation import confidence_interval, episode_accuracies
 from mssl_tf.training.backup import AtomicBackupAndRestore
-from mssl_tf.training.callbacks import VALIDATION_SEED, TimeBudget, TrainingClock, validation_curve
-from mssl_tf.training.config import TrainConfig
+from mssl_tf.training.callbacks import VALIDATION_SEED, TimeBudget, TrainingClock, validation_curve, validation_spec
+from mssl_tf.training.config import TrainConfig, load_classes
 from mssl_tf.training.datasets import training_dataset
 from mssl_tf.training.guards import DatasetExhaustionGuard, NonFiniteLossGuard, StepLimit
 from mssl_tf.training.model import build_model, prepare
@@ -69,11 +69,11 @@ def save_untrained(config: TrainConfig) -> dict:
     This is the floor of the results table: a random backbone scored by the same evaluation as trained encoders.
     """
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config)
+    validation = load_classes(config, "val")
+    model = build_model(config, validation)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     start = time.perf_counter()
-    validation = load_split("val", config.data_dir, config.source)
-    spec = EpisodeSpec(config.validate_ways, config.validate_shots, 15)
+    spec = validation_spec(config, model, validation)
     mean, half_width = confidence_interval(
         episode_accuracies(model, validation, spec, config.validate_episodes, seed=VALIDATION_SEED)
     )

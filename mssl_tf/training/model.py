@@ -7,16 +7,15 @@ import keras
 
 from mssl_tf import distribute
 from mssl_tf.backbones import build_backbone
-from mssl_tf.data import load_split, read_split
 from mssl_tf.methods import build_method, method_class
 from mssl_tf.training.artifacts import load_trained
-from mssl_tf.training.config import TrainConfig, check
+from mssl_tf.training.config import TrainConfig, check, load_classes
 
 # What a run can give a method's constructor (the names a class lists in `RUN_ARGUMENTS`); None leaves it unset.
 RUN_VALUES = {
     "ways": lambda config: config.ways,
     "total_steps": lambda config: config.steps,  # e.g. an EMA schedule that ends at the last planned step
-    "probe_classes": lambda config: len(read_split(config.split, config.data_dir)) if config.probe else None,
+    "probe_classes": lambda config: len(load_classes(config, config.split)) if config.probe else None,
 }
 
 
@@ -31,10 +30,17 @@ def run_arguments(config: TrainConfig) -> dict:
     return {name: value for name, value in values.items() if value is not None}
 
 
-def build_model(config: TrainConfig) -> keras.Model:
-    """The method on its backbone; explicit `method_options` win over what the run supplies."""
-    return build_method(config.method, build_backbone(config.backbone),
-                        **{**run_arguments(config), **config.method_options})
+def image_shape(class_images) -> tuple[int, int, int]:
+    """(H, W, C) of class arrays `[classes, per class, H, W(, C)]`."""
+    return (*class_images.shape[2:4], class_images.shape[4] if class_images.ndim == 5 else 1)
+
+
+def build_model(config: TrainConfig, class_images=None) -> keras.Model:
+    """The method on its backbone, built for the images of `class_images` (default: the run's validation split);
+    explicit `method_options` win over what the run supplies."""
+    class_images = load_classes(config, "val") if class_images is None else class_images
+    backbone = build_backbone(config.backbone, input_shape=image_shape(class_images))
+    return build_method(config.method, backbone, **{**run_arguments(config), **config.method_options})
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
@@ -71,10 +77,10 @@ def prepare(config: TrainConfig):
     check(config)
     keras.utils.set_random_seed(config.seed)
     strategy = distribute.get_strategy(config.strategy, config.devices)
-    train_images = load_split(config.split, config.data_dir, config.source)
-    validation_images = load_split("val", config.data_dir, config.source)
+    train_images = load_classes(config, config.split)
+    validation_images = load_classes(config, "val")
     with strategy.scope():
-        model = build_model(config)
+        model = build_model(config, validation_images)
         model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)
     if config.init_from:
         initialize_backbone(model, config.init_from)

@@ -15,10 +15,11 @@ from pathlib import Path
 import tensorflow as tf
 
 from mssl_tf import results
+from mssl_tf.data.class_splits import describe
 from mssl_tf.data.views import config_dict, view_config
 from mssl_tf.training.artifacts import model_file, sha256, source_summary
 from mssl_tf.training.clusters import clustering_seconds
-from mssl_tf.training.config import TrainConfig, batches, is_unsupervised
+from mssl_tf.training.config import TrainConfig, batches, dataset_options, is_unsupervised
 
 PACKAGE_DIRECTORY = Path(__file__).parents[1]
 
@@ -33,6 +34,8 @@ def hardware() -> str:
 def data_summary(config: TrainConfig) -> dict:
     """What `train.json` records about the training data, `labels_used` first."""
     summary = {"labels_used": True}
+    if config.dataset != "omniglot":
+        summary["data"] = describe(config.dataset, dataset_options(config))
     if batches(config) == "views":
         # Labels reach a view-trained model only through the online probe's stop-gradient classifier.
         summary.update(labels_used=bool(config.probe), labels_used_by_encoder=False, batch_size=config.batch_size,
