@@ -51,32 +51,39 @@ def equivalence(out: Path) -> None:
     strategy = distribute.get_strategy("multiworker" if os.environ.get("TF_CONFIG") else "default")
     images = load_split("train")[:60]
     for name, options in OPTIONS.items():
-        keras.utils.set_random_seed(0)
-        with strategy.scope():
-            model = mssl_tf.build_method(name, mssl_tf.conv4(), **options)
-            model.compile(keras.optimizers.SGD(0.05))
-        initial = final_weights(model)
-        trainer = DistributedTrainer(
-            model, strategy, episode_dataset_fn(images, SPEC, META_BATCH, SEED), steps=STEPS, steps_per_epoch=STEPS,
-            verbose=False,
+        equivalence_run(out, strategy, images, name,
+                        lambda options=options, name=name: mssl_tf.build_method(name, mssl_tf.conv4(), **options))
+
+
+def equivalence_run(out: Path, strategy, images, name: str, build) -> None:
+    """`build()`'s model trained by the driver under `strategy` and, on the chief, by `fit` in one process from the
+    same start: writes `<name>_<task>.npz`, `<name>_<task>_initial.npz`, `<name>_reference.npz`, prints JSON lines."""
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = build()
+        model.compile(keras.optimizers.SGD(0.05))
+    initial = final_weights(model)
+    trainer = DistributedTrainer(
+        model, strategy, episode_dataset_fn(images, SPEC, META_BATCH, SEED), steps=STEPS, steps_per_epoch=STEPS,
+        verbose=False,
+    )
+    result = trainer.fit()
+    np.savez(out / f"{name}_{task_name(strategy)}.npz", *final_weights(model))
+    np.savez(out / f"{name}_{task_name(strategy)}_initial.npz", *initial)
+    print(json.dumps({
+        "method": name, "task": task_name(strategy), "replicas": strategy.num_replicas_in_sync,
+        "loss": result["history"]["loss"], "steps": result["steps"],
+        "trainable": [index for index, weight in enumerate(model.weights) if weight.trainable],
+    }), flush=True)
+    if distribute.is_chief(strategy):
+        reference = build()
+        reference.compile(keras.optimizers.SGD(0.05))
+        reference.set_weights(initial)
+        history = reference.fit(
+            episode_dataset(images, SPEC, META_BATCH, seed=SEED), steps_per_epoch=STEPS, epochs=1, verbose=0
         )
-        result = trainer.fit()
-        np.savez(out / f"{name}_{task_name(strategy)}.npz", *final_weights(model))
-        np.savez(out / f"{name}_{task_name(strategy)}_initial.npz", *initial)
-        print(json.dumps({
-            "method": name, "task": task_name(strategy), "replicas": strategy.num_replicas_in_sync,
-            "loss": result["history"]["loss"], "steps": result["steps"],
-            "trainable": [index for index, weight in enumerate(model.weights) if weight.trainable],
-        }), flush=True)
-        if distribute.is_chief(strategy):
-            reference = mssl_tf.build_method(name, mssl_tf.conv4(), **options)
-            reference.compile(keras.optimizers.SGD(0.05))
-            reference.set_weights(initial)
-            history = reference.fit(
-                episode_dataset(images, SPEC, META_BATCH, seed=SEED), steps_per_epoch=STEPS, epochs=1, verbose=0
-            )
-            np.savez(out / f"{name}_reference.npz", *final_weights(reference))
-            print(json.dumps({"method": name, "task": "reference", "loss": history.history["loss"]}), flush=True)
+        np.savez(out / f"{name}_reference.npz", *final_weights(reference))
+        print(json.dumps({"method": name, "task": "reference", "loss": history.history["loss"]}), flush=True)
 
 
 class Delay(keras.callbacks.Callback):
