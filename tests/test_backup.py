@@ -56,6 +56,7 @@ def uninterrupted(tmp_path_factory):
     return weights(output)
 
 
+@pytest.mark.slow  # five training processes, four of them SIGKILLed
 def test_killed_at_many_instants_inside_and_between_writes_resumes_to_the_uninterrupted_weights(
         uninterrupted, tmp_path):
     backup = tmp_path / "backup"

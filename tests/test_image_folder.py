@@ -136,8 +136,7 @@ def test_arrays_from_python_train_like_any_dataset(tmp_path):
 
 @pytest.mark.skipif(not OPENCLIPART.is_dir(), reason="apt-get install openclipart-png to run on the real folder")
 def test_the_openclipart_library_reads_as_a_folder_of_classes():
-    splits = load_image_folder(OPENCLIPART, FolderSettings(image_size=32, min_images=20, images_per_class=20),
-                               use_cache=False)
+    splits = load_image_folder(OPENCLIPART, FolderSettings(image_size=32, min_images=20, images_per_class=20))
     kept = sum(len(names) for names in splits.classes.values())
     assert kept >= 20, splits.summary()["classes"]
     assert splits.images["test"].shape[1:] == (20, 32, 32, 3)

@@ -5,6 +5,8 @@ import pytest
 from tests.workers.meta_ssl_mirrored_step import BUGS, OPTIONS
 from tests.workers.replica_check import assert_replicas_agree, assert_replicas_disagree, run_step_script
 
+pytestmark = pytest.mark.slow  # 2-logical-CPU replica checks in subprocesses, with controls
+
 
 @pytest.fixture(scope="module")
 def step_results():

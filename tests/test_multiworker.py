@@ -9,6 +9,8 @@ import pytest
 from tests.workers import cluster
 from tests.workers.multiworker_worker import OPTIONS, STEPS
 
+pytestmark = pytest.mark.slow  # 2-worker clusters on 127.0.0.1
+
 
 def load(path):
     arrays = np.load(path)

@@ -18,6 +18,8 @@ from mssl_tf.training import load_trained
 from tests.workers import cluster
 from tests.conftest import labelled_classes
 
+pytestmark = pytest.mark.slow  # kills and resumes real training processes (about 2.5 min)
+
 KILL_AT = 4  # the runs have 8 steps in one epoch and a checkpoint every 2: step 4 is mid-epoch
 PREEMPT_AFTER = 2  # the preempted run gets its SIGTERM once step 2 is checkpointed
 DELAY = "0.5"  # seconds slept after each step of a run that gets interrupted (leaves time to interrupt it)

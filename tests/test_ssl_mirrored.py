@@ -10,6 +10,8 @@ import pytest
 from tests.workers.replica_check import assert_replicas_agree, run_step_script
 from tests.workers.ssl_mirrored_step import BUGS, OPTIONS
 
+pytestmark = pytest.mark.slow  # 2-logical-CPU replica checks in subprocesses, with controls
+
 
 @pytest.fixture(scope="module")
 def step_results():

@@ -109,6 +109,7 @@ def test_weights_over_http_then_from_cache_and_bad_downloads_are_not_kept(tmp_pa
     zoo.load(SUPERVISED, directory=tmp_path / "zoo", cache=tmp_path / "cache")
 
 
+@pytest.mark.slow  # trains a run, evaluates it on 600 episodes, re-measures it from the card
 def test_entry_from_a_training_run_and_zoo_eval_reproduces_it(tmp_path, omniglot_dir, monkeypatch):
     run, records = tmp_path / "run", tmp_path / "records"
     assert cli.main(["train", "--method", "protonet", "--data-dir", str(omniglot_dir), "--ways", "5", "--shots", "1",
