@@ -12,10 +12,9 @@ from pathlib import Path
 from mssl_tf.data import EpisodeSpec, resolve_data_dir
 from mssl_tf.data.class_splits import DatasetOptions, load_class_split, split_label
 from mssl_tf.evaluation import adaptation_curve, evaluate, knn_accuracy, linear_probe_accuracy
+from mssl_tf.results import write_record
 from mssl_tf.training.artifacts import load_trained, model_file, source_summary
-from mssl_tf.training.records import (
-    evaluation_fields, method_name, write_evaluation_record, write_learning_curve,
-)
+from mssl_tf.training.records import evaluation_fields, method_name, write_learning_curve
 
 FROZEN_PROTOCOLS = {"knn": knn_accuracy, "linear": linear_probe_accuracy}
 
@@ -81,7 +80,7 @@ def evaluate_and_record(model_path, settings, episodes=600, queries=15, data_dir
         print(f"{ways}-way {shots}-shot: {result['accuracy']:.2f} ± {result['ci95']:.2f} % "
               f"({result['episodes']} episodes, {result['evaluation_seconds']} s)", flush=True)
         if results_dir:
-            write_evaluation_record(results_dir, f"{run}_{ways}w{shots}s", record)
+            write_record(results_dir, f"{run}_{ways}w{shots}s", record)
     return rows
 
 
@@ -106,7 +105,7 @@ def evaluate_frozen_and_record(model_path, protocol: str, data_dir=None, split="
     print(f"{protocol}: {result['accuracy']:.2f} ± {result['ci95']:.2f} % ({result['classes']}-way, "
           f"{result['scored']} images, {result['evaluation_seconds']} s)", flush=True)
     if results_dir:
-        write_evaluation_record(results_dir, f"{record['run']}_{protocol}", record)
+        write_record(results_dir, f"{record['run']}_{protocol}", record)
     return record
 
 
@@ -129,5 +128,5 @@ def adaptation_and_record(model_path, settings, steps, episodes=600, queries=15,
                   "split": split_label(dataset, split), "adaptation": curve, **evaluation_fields(summary, command)}
         records.append(record)
         if results_dir:
-            write_evaluation_record(results_dir, f"{run}_{ways}w{shots}s_adaptation", record)
+            write_record(results_dir, f"{run}_{ways}w{shots}s_adaptation", record)
     return records

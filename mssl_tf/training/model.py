@@ -9,7 +9,7 @@ from mssl_tf import distribute
 from mssl_tf.backbones import build_backbone
 from mssl_tf.methods import build_method, method_class
 from mssl_tf.training.artifacts import load_trained
-from mssl_tf.training.config import TrainConfig, check, load_classes
+from mssl_tf.training.config import TrainConfig, load_classes
 
 # What a run can give a method's constructor (the names a class lists in `RUN_ARGUMENTS`); None leaves it unset.
 RUN_VALUES = {
@@ -74,7 +74,6 @@ def prepare(config: TrainConfig):
     Returns:
         (strategy, model, train class images, validation class images).
     """
-    check(config)
     keras.utils.set_random_seed(config.seed)
     strategy = distribute.get_strategy(config.strategy, config.devices)
     train_images = load_classes(config, config.split)

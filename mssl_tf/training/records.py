@@ -130,10 +130,6 @@ def method_name(summary: dict, model) -> str:
     return summary.get("config", {}).get("method", type(model).__name__.lower())
 
 
-def write_evaluation_record(results_dir, name: str, record: dict) -> Path:
-    return results.write_record(results_dir, name, record)
-
-
 def write_learning_curve(results_dir, run: str, summary: dict) -> Path:
     """The run's `train.json` beside its test records as `<run>_training.json` (the learning curve)."""
     return results.write_json(Path(results_dir) / f"{run}_training.json", summary)
