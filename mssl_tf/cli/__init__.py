@@ -37,8 +37,9 @@ def main(argv=None) -> int:
     if "--verbose" in argv:
         argv = [argument for argument in argv if argument != "--verbose"]
     else:
-        # Before the first TensorFlow import: hides its C++ INFO/WARNING lines (CUDA probing, CPU features).
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # Before the first TensorFlow import: hides its C++ log lines, the "failed call to cuInit: CUDA error" of a
+        # machine without a GPU included (an ERROR line). Failures still reach the user as Python exceptions.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
     args.command_line = command_line(argv)
     try:
