@@ -7,6 +7,13 @@ import keras
 from mssl_tf.backbones.fused_batch_norm import FusedBatchNormalization
 
 
+def check_image_size(name: str, input_shape, minimum: int, why: str) -> None:
+    """Raises ValueError naming the backbone, its smallest image size and the received shape."""
+    if min(input_shape[:2]) < minimum:
+        raise ValueError(f"{name} needs images of at least {minimum}x{minimum} pixels ({why}); got "
+                         f"input_shape={tuple(input_shape)}: use a larger --image-size or another --backbone")
+
+
 def conv4(
     input_shape: tuple[int, int, int] = (28, 28, 1),
     filters: int = 64,
@@ -27,7 +34,11 @@ def conv4(
 
     Returns:
         A functional `keras.Model` mapping images to flat features.
+
+    Raises:
+        ValueError: when the images are smaller than `2 ** blocks` pixels on a side (each block halves them).
     """
+    check_image_size(name, input_shape, 2**blocks, f"{blocks} blocks each halve the image")
     images = keras.Input(shape=tuple(input_shape), name="images")
     x = images
     for block in range(blocks):

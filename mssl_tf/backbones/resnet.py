@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import keras
 
+from mssl_tf.backbones.conv4 import check_image_size
 from mssl_tf.backbones.fused_batch_norm import FusedBatchNormalization
 
 STEMS = ("cifar", "imagenet")
@@ -109,7 +110,11 @@ def resnet12(
 
     Returns:
         A functional `keras.Model` mapping images `[batch, *input_shape]` to features `[batch, widths[-1]]`.
+
+    Raises:
+        ValueError: when the images are smaller than `2 ** len(widths)` pixels on a side (each block halves them).
     """
+    check_image_size(name, input_shape, 2 ** len(widths), f"{len(widths)} blocks each end in a 2x2 max-pool")
     images = keras.Input(shape=tuple(input_shape), name="images")
     x = images
     for block, filters in enumerate(widths, start=1):
@@ -143,8 +148,7 @@ def resnet50(input_shape: tuple[int, int, int] = (32, 32, 3), name: str = "resne
     Returns:
         A functional `keras.Model` mapping images `[batch, *input_shape]` to features `[batch, 2048]`.
     """
-    if min(input_shape[:2]) < 32:
-        raise ValueError(f"resnet50 needs images of at least 32x32 pixels; got input_shape={tuple(input_shape)}")
+    check_image_size(name, input_shape, 32, "keras.applications.ResNet50's minimum")
     applications_model = keras.applications.ResNet50(
         weights=None, include_top=False, pooling="avg", input_shape=tuple(input_shape)
     )
