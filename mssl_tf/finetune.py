@@ -20,11 +20,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from mssl_tf.export import EXTRA_DIR, IMAGE_SHAPE, KERAS_TWIN
+from mssl_tf.export import EXTRA_DIR, KERAS_TWIN, read_metadata
 
 
 def load_exported(version_dir: str | os.PathLike, how: str = "keras") -> keras.Model:
-    """The encoder (float32 images `[batch, 28, 28, 1]` with ink = 1 → features) of an exported version.
+    """The encoder (float32 images of the model's input, uint8 ÷ 255 → features) of an exported version.
 
     Args:
         version_dir: `<base>/<name>/<version>` as written by `mssl-tf export`.
@@ -41,7 +41,7 @@ def load_exported(version_dir: str | os.PathLike, how: str = "keras") -> keras.M
         model = keras.saving.load_model(twin)
         return getattr(model, "backbone", model)
     if how == "saved_model":
-        images = keras.Input(IMAGE_SHAPE, name="images")
+        images = keras.Input(tuple(read_metadata(version_dir)["input"]["shape"]), name="images")
         layer = keras.layers.TFSMLayer(str(version_dir), call_endpoint="embed_float", trainable=True)
         return keras.Model(images, layer(images)["embeddings"], name="exported_encoder")
     raise ValueError(f"how must be 'keras' or 'saved_model', got {how!r}")
@@ -50,7 +50,7 @@ def load_exported(version_dir: str | os.PathLike, how: str = "keras") -> keras.M
 def classifier(encoder: keras.Model, classes: int, train_encoder: bool = True) -> keras.Model:
     """`encoder` followed by a linear layer to `classes` logits."""
     encoder.trainable = train_encoder
-    images = keras.Input(IMAGE_SHAPE, name="images")
+    images = keras.Input(tuple(encoder.input_shape[1:]), name="images")
     logits = keras.layers.Dense(classes, name="classifier")(encoder(images))
     return keras.Model(images, logits, name="fine_tuned_classifier")
 

@@ -1,12 +1,16 @@
 """The main job, end to end: train or load an encoder → export a SavedModel → serve it → query embeddings.
 
 `mssl-tf pipeline` (README's first command) runs every stage on real data and real sockets (127.0.0.1):
-1. the encoder: the zoo entry (sha256-checked shipped weights) by default, or `--train` for a fresh
-   ProtoNet trained for `--minutes` (reused from `--workdir` when it is already there);
+1. the encoder: a zoo entry (`--zoo NAME`, sha256-checked shipped weights; the default entry unless told), or
+   `--train` for a fresh ProtoNet trained for `--minutes` on `--dataset` (reused from `--workdir` when it is
+   already there);
 2. `export/<name>/<version>/`, the SavedModel TF Serving loads (the same writer as `mssl-tf export`);
 3. the embedded TF-Serving-compatible server (`mssl-tf serve`) on ephemeral loopback ports;
-4. embeddings over gRPC and REST, compared with the in-process Keras model, and few-shot accuracy on fixed test
-   episodes through the served `few_shot` signature, compared with in-process evaluation of the same episodes.
+4. on the test classes of the model's own dataset (or `--dataset`): embeddings over gRPC and REST, compared with
+   the in-process Keras model; few-shot accuracy on fixed test episodes through the served `few_shot` signature,
+   compared with in-process evaluation of the same episodes; and the same kind of episodes sent as encoded
+   files to `few_shot_png` (an image folder's own files at their original size; for other datasets the test
+   images encoded as PNG), whose answers must equal the in-process model's on the same bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mssl_tf.data import EpisodeSpec, episode_dataset, load_split
+from mssl_tf.data import EpisodeSpec, episode_dataset
 from mssl_tf.data.episodes import EVALUATION_SEED
 from mssl_tf.evaluation import confidence_interval
 
@@ -35,33 +39,70 @@ class PipelineConfig:
     name: str = "omniglot-encoder"
     version: int = 1
     episodes: int = 100
+    file_episodes: int = 20
+    dataset: str | None = None  # None: the zoo entry's own (or omniglot for --train)
+    image_size: int | None = None
+    channels: int | None = None
+    min_images: int = 20
     data_dir: str | None = None
     source: str = "zips"
     serve_forever: bool = False
     command: str = ""
 
 
-def obtain_model(config: PipelineConfig):
-    """Stage 1: (model, provenance) from the zoo, an earlier pipeline run, or a fresh training run."""
+@dataclass
+class Stage1:
+    """What stage 1 hands on: the model, its provenance, its input spec and the data it is scored on."""
+
+    model: object
+    provenance: dict
+    spec: object
+    dataset: str
+    options: object
+
+
+def obtain_model(config: PipelineConfig) -> Stage1:
+    """Stage 1: the model from the zoo, an earlier pipeline run, or a fresh training run, with its data."""
+    from mssl_tf.data.class_splits import DatasetOptions
+    from mssl_tf.input_spec import for_dataset, of_card
+
     if not config.train:
         from mssl_tf import zoo
 
         card = zoo.read_card(config.entry)
         print(f"[1/4] loading zoo entry {config.entry} (weights sha256 {card['weights']['sha256'][:12]}…, checked)")
-        return zoo.load(config.entry), {"zoo_entry": config.entry, "weights_sha256": card["weights"]["sha256"]}
+        spec = of_card(card)
+        settings = card["dataset"].get("data", {}).get("settings", {})
+        options = DatasetOptions(image_size=spec.height, channels=spec.channels,
+                                 min_images=settings.get("min_images", config.min_images))
+        return Stage1(zoo.load(config.entry), {"zoo_entry": config.entry, "weights_sha256": card["weights"]["sha256"]},
+                      spec, config.dataset or card["dataset"]["name"], options)
     from mssl_tf.training import TrainConfig, load_trained, train
 
+    dataset = config.dataset or "omniglot"
     model_path = Path(config.workdir) / "model.keras"
     if not model_path.is_file() or config.retrain:
-        print(f"[1/4] training ProtoNet on Omniglot (Vinyals train split) for {config.minutes} min")
+        print(f"[1/4] training ProtoNet on {dataset} (its train split) for {config.minutes} min")
         train(TrainConfig(
-            method="protonet", data_dir=config.data_dir, source=config.source, ways=20, shots=5, queries=5,
-            steps=100_000, steps_per_epoch=100, minutes=config.minutes, output=config.workdir, command=config.command,
+            method="protonet", dataset=dataset, image_size=config.image_size, channels=config.channels,
+            min_images=config.min_images, data_dir=config.data_dir, source=config.source, ways=20, shots=5,
+            queries=5, steps=100_000, steps_per_epoch=100, minutes=config.minutes, output=config.workdir,
+            command=config.command,
         ))
     else:
         print(f"[1/4] loading the model trained earlier in {model_path}")
     model, summary = load_trained(model_path)
-    return model, {"source_path": str(model_path.resolve()), "training_command": summary["config"]["command"]}
+    trained = summary["config"]
+    options = DatasetOptions(image_size=trained.get("image_size"), channels=trained.get("channels"),
+                             min_images=trained.get("min_images", 20))
+    return Stage1(model, {"source_path": str(model_path.resolve()), "training_command": trained["command"]},
+                  for_dataset(trained.get("dataset", "omniglot"), model.backbone.input_shape[1:]),
+                  trained.get("dataset", "omniglot"), options)
+
+
+def as_uint8(images) -> np.ndarray:
+    """Float images in [0, 1] (what episodes hold) → the uint8 wire format (exact: they were uint8 ÷ 255)."""
+    return np.rint(np.asarray(images) * 255).astype(np.uint8)
 
 
 def served_episode_accuracies(client, class_images, spec: EpisodeSpec, episodes: int) -> np.ndarray:
@@ -70,57 +111,127 @@ def served_episode_accuracies(client, class_images, spec: EpisodeSpec, episodes:
     accuracies = []
     for batch in dataset:
         task = {key: value.numpy()[0] for key, value in batch.items()}
-        to_uint8 = lambda images: np.rint(images * 255).astype(np.uint8)  # noqa: E731  (the wire format)
-        result = client.few_shot(to_uint8(task["support_images"]), task["support_labels"],
-                                 to_uint8(task["query_images"]))
+        result = client.few_shot(as_uint8(task["support_images"]), task["support_labels"],
+                                 as_uint8(task["query_images"]))
         accuracies.append(np.mean(result["predictions"] == task["query_labels"]))
     return np.asarray(accuracies)
 
 
+def file_episodes(stage: Stage1, class_images, spec: EpisodeSpec, episodes: int, data_dir=None):
+    """`episodes` tasks of encoded files: (support files, support labels, query files, query labels) each.
+
+    For an image folder: the files themselves (original sizes and formats) of the test classes, those the loader
+    could read, drawn with a seeded generator. Otherwise: test images encoded as PNG at the model's size.
+    """
+    from mssl_tf.export import encode_png
+
+    rng = np.random.default_rng(EVALUATION_SEED)
+    kind, _, root = stage.dataset.partition(":")
+    if kind == "imagefolder":
+        from mssl_tf.data.image_folder import list_classes, load_image_folder
+
+        splits = load_image_folder(root, stage.options.folder_settings())
+        listed, _ = list_classes(Path(splits.root))
+        unreadable = {entry["path"] for entry in splits.skipped}
+        files = {name: [path for path in listed[name] if path.relative_to(splits.root).as_posix() not in unreadable]
+                 for name in splits.classes["test"]}
+        pools = [[path.read_bytes() for path in files[name]] for name in splits.classes["test"]]
+    else:
+        pools = [[encode_png(image if image.ndim == 3 else image[..., None], stage.spec) for image in images]
+                 for images in class_images]
+    for _ in range(episodes):
+        classes = rng.choice(len(pools), spec.ways, replace=False)
+        support, query = [], []
+        for label, index in enumerate(classes):
+            chosen = rng.choice(len(pools[index]), spec.shots + spec.queries, replace=False)
+            support += [(pools[index][item], label) for item in chosen[: spec.shots]]
+            query += [(pools[index][item], label) for item in chosen[spec.shots:]]
+        yield ([data for data, _ in support], np.array([label for _, label in support], np.int32),
+               [data for data, _ in query], np.array([label for _, label in query], np.int32))
+
+
+def in_process_file_predictions(model, stage: Stage1, support_files, support_labels, query_files) -> np.ndarray:
+    """The in-process model's answers on the same encoded files, decoded by the library's own decoder."""
+    import tensorflow as tf
+
+    from mssl_tf.input_spec import decode_encoded
+    from mssl_tf.signatures import task_logits
+
+    def decoded(files):
+        return tf.cast(tf.stack([decode_encoded(tf.constant(data), stage.spec) for data in files]), tf.float32) / 255.0
+
+    logits = task_logits(model, decoded(support_files), tf.constant(support_labels), decoded(query_files))
+    return np.argmax(logits.numpy(), axis=-1)
+
+
 def run(config: PipelineConfig) -> dict:
+    from mssl_tf.data.class_splits import load_class_split
     from mssl_tf.evaluation import episode_accuracies
     from mssl_tf.export import export_model
     from mssl_tf.serving import EmbeddingClient, ModelConfig, ModelServer, RestClient
 
-    model, provenance = obtain_model(config)
+    stage = obtain_model(config)
+    model = stage.model
+    data_dir = config.data_dir
+    if stage.dataset == "omniglot":
+        from mssl_tf.data import resolve_data_dir
 
-    path = export_model(model, config.export_dir, config.name, config.version, overwrite=True,
-                        provenance={**provenance, "pipeline_command": config.command})
-    print(f"[2/4] exported the encoder → {path}")
+        data_dir = resolve_data_dir(data_dir, require_zips=config.source == "zips")
+    test_images = load_class_split(stage.dataset, "test", data_dir, config.source, stage.options)
+
+    path = export_model(model, config.export_dir, config.name, config.version, overwrite=True, spec=stage.spec,
+                        provenance={**stage.provenance, "pipeline_command": config.command})
+    print(f"[2/4] exported the encoder → {path} (input {'x'.join(map(str, stage.spec.shape))}, {stage.spec.kind})")
 
     with ModelServer([ModelConfig(config.name, str(Path(config.export_dir).resolve() / config.name))],
                      port=0, rest_api_port=0) as server:
         grpc_address, rest_address = f"127.0.0.1:{server.grpc_port}", f"http://127.0.0.1:{server.rest_port}"
         print(f"[3/4] serving {config.name} version {config.version}: gRPC {grpc_address}, REST {rest_address}")
 
-        test_images = load_split("test", config.data_dir, config.source)
-        images = test_images[:64, 0][..., None]  # the first drawing of 64 test classes, uint8, ink = 255
+        images = test_images[:64, 0]  # the first image of (up to) 64 test classes, uint8
+        images = images[..., None] if images.ndim == 3 else images
         features = model.backbone(images.astype(np.float32) / 255.0, training=False).numpy()
         expected = features / np.linalg.norm(features, axis=1, keepdims=True)
+        spec = EpisodeSpec(5, 1, 15 if test_images.shape[1] >= 16 else test_images.shape[1] - 1)
         with EmbeddingClient(grpc_address, config.name) as client, RestClient(rest_address, config.name) as rest:
             start = time.perf_counter()
             served = client.embed(images)
             grpc_ms = 1000 * (time.perf_counter() - start)
             over_rest = rest.embed(images)
-            spec = EpisodeSpec(5, 1, 15)
             served_accuracies = served_episode_accuracies(client, test_images, spec, config.episodes)
+            file_agreement, file_accuracies = [], []
+            for support, support_labels, query, query_labels in file_episodes(
+                    stage, test_images, EpisodeSpec(5, 1, 5), config.file_episodes):
+                answers = client.few_shot_files(support, support_labels, query)["predictions"]
+                local = in_process_file_predictions(model, stage, support, support_labels, query)
+                file_agreement.append(np.mean(answers == local))
+                file_accuracies.append(np.mean(answers == query_labels))
         local_accuracies = episode_accuracies(model, test_images, spec, config.episodes)
         summary = {
             "export": str(path),
+            "dataset": stage.dataset,
+            "input": stage.spec.to_dict(),
             "embeddings_shape": list(served.shape),
             "grpc_max_abs_difference": float(np.abs(served - expected).max()),
             "rest_max_abs_difference": float(np.abs(over_rest - expected).max()),
             "grpc_batch64_ms": round(grpc_ms, 1),
+            "queries_per_class": spec.queries,
             "served_5w1s": confidence_interval(served_accuracies),
             "in_process_5w1s": confidence_interval(local_accuracies),
+            "file_episodes": len(file_accuracies),
+            "files_served_equal_in_process": float(np.mean(file_agreement)) if file_agreement else None,
+            "files_served_5w1s": confidence_interval(file_accuracies) if len(file_accuracies) > 1 else None,
         }
         print(f"[4/4] embeddings {tuple(served.shape)} over gRPC in {grpc_ms:.0f} ms; largest difference from the "
               f"in-process Keras model: gRPC {summary['grpc_max_abs_difference']:.1e}, "
               f"REST {summary['rest_max_abs_difference']:.1e}")
         for label, (mean, half_width) in (("served few_shot", summary["served_5w1s"]),
                                           ("in-process", summary["in_process_5w1s"])):
-            print(f"      5-way 1-shot on {config.episodes} fixed test episodes, {label}: "
+            print(f"      5-way 1-shot on {config.episodes} fixed test episodes of {stage.dataset}, {label}: "
                   f"{100 * mean:.2f} ± {100 * half_width:.2f} %")
+        if file_agreement:
+            print(f"      few_shot_png on {len(file_agreement)} episodes of encoded files: answers equal to the "
+                  f"in-process model's on the same bytes: {100 * summary['files_served_equal_in_process']:.1f} %")
         print(f"      model status over REST: curl {rest_address}/v1/models/{config.name}")
         if config.serve_forever:
             print(f"serving until interrupted (Ctrl-C); same API as tensorflow_model_server --port {server.grpc_port}"

@@ -127,15 +127,26 @@ def build(card: dict) -> keras.Model:
     from mssl_tf.backbones import build_backbone
     from mssl_tf.methods import build_method
 
-    backbone = build_backbone(card["backbone"]["name"], **card["backbone"].get("config", {}))
+    from mssl_tf.input_spec import of_card
+
+    backbone_config = {"input_shape": of_card(card).shape, **card["backbone"].get("config", {})}
+    backbone = build_backbone(card["backbone"]["name"], **backbone_config)
     return build_method(card["method"], backbone, **card["method_options"])
+
+
+def input_spec(name: str, directory: str | os.PathLike | None = None):
+    """The `InputSpec` of entry `name`: what its encoder takes and how image files map to it."""
+    from mssl_tf.input_spec import of_card
+
+    return of_card(read_card(name, directory))
 
 
 def load(name: str, directory: str | os.PathLike | None = None, cache=None) -> keras.Model:
     """Entry `name` as a built Keras model with its pretrained weights (sha256 checked first).
 
     The result is the method model (e.g. `ProtoNet`); `model.backbone` is the encoder, and calling the model on
-    float32 images `[batch, 28, 28, 1]` (ink = 1) gives its features.
+    float32 images of the card's `input` (e.g. `[batch, 28, 28, 1]`, ink = 1, for Omniglot; `input_spec(name)`)
+    gives its features.
     """
     card = read_card(name, directory)
     model = build(card)
@@ -187,7 +198,9 @@ def create_entry(
         description: one sentence for `mssl-tf zoo list`.
         directory: the zoo directory (default `zoo_dir()`).
     """
+    from mssl_tf.data.class_splits import split_label
     from mssl_tf.evaluation import EVALUATION_SEED
+    from mssl_tf.input_spec import for_dataset
     from mssl_tf.training.artifacts import load_trained
 
     if not records:
@@ -195,6 +208,8 @@ def create_entry(
     directory = Path(directory or zoo_dir())
     model, summary = load_trained(run_dir)
     config = summary["config"]
+    dataset = config.get("dataset", "omniglot")
+    spec = for_dataset(dataset, model.backbone.input_shape[1:])
     options = {key: value for key, value in model.get_config().items() if key not in (*MODEL_BASE_KEYS, "backbone")}
     for record in records:  # the options the metrics were measured with (e.g. MAML's evaluation inner steps)
         options.update({key: value for key, value in record.get("method_options", {}).items() if key in options})
@@ -207,9 +222,11 @@ def create_entry(
         "method": config["method"],
         "method_options": options,
         "backbone": {"name": config.get("backbone", "conv4"), "config": {}},
-        "preprocessing": PREPROCESSING,
-        "dataset": {"name": "omniglot", "train_split": f"{config.get('split', 'train')} (Vinyals)",
-                    "labels_used": bool(summary.get("labels_used", True))},
+        "input": spec.to_dict(),
+        **({"preprocessing": PREPROCESSING} if spec.kind == "drawings" else {}),
+        "dataset": {"name": dataset, "train_split": split_label(dataset, config.get("split", "train")),
+                    "labels_used": bool(summary.get("labels_used", True)),
+                    **({"data": summary["data"]} if summary.get("data") else {})},
         "training": {
             "command": config.get("command", ""), "seed": config.get("seed"),
             "train_seconds": summary.get("train_seconds"), "steps": summary.get("steps"),
@@ -224,7 +241,8 @@ def create_entry(
         ],
         "weights": {"file": str(weights), "sha256": sha256_of(directory / weights),
                     "bytes": (directory / weights).stat().st_size},
-        "license": LICENSE,
+        "license": LICENSE if spec.kind == "drawings" else (
+            f"Apache-2.0 (these weights, like the code); trained on {dataset}: its images' own license applies"),
         "paper": PAPERS.get(config["method"], ""),
     }
     path = card_path(name, directory)

@@ -192,7 +192,7 @@ def test_embed_png_reads_the_header_before_decoding(loaded):
     assert len(bomb) < 1 << 20
     with pytest.raises(tf.errors.InvalidArgumentError, match="limit of 4194304 pixels"):
         embed_png(png=tf.constant([bomb]))
-    for data, words in ((bomb[:20], "cut short"), (b"GIF89a" + bomb[6:40], "PNG or JPEG")):
+    for data, words in ((bomb[:20], "cut short"), (b"RIFF" + bomb[4:40], "PNG, JPEG, GIF or BMP")):
         with pytest.raises(tf.errors.InvalidArgumentError, match=words):
             embed_png(png=tf.constant([data]))
     drawing = tf.io.encode_png(tf.fill([105, 105, 1], tf.constant(255, tf.uint8))).numpy()

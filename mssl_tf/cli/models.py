@@ -9,13 +9,15 @@ from mssl_tf.cli.common import add_data_argument
 
 
 def load_model_reference(reference: str):
-    """A zoo entry name or a training output (directory or .keras file) → (model, provenance dict, default name)."""
+    """A zoo entry name or a training output (directory or .keras file) → (model, provenance dict, default name,
+    input spec)."""
     from mssl_tf import zoo
+    from mssl_tf.input_spec import for_dataset, of_card
 
     if reference in zoo.available():
         card = zoo.read_card(reference)
         return zoo.load(reference), {"zoo_entry": reference, "weights_sha256": card["weights"]["sha256"],
-                                     "training_command": card["training"]["command"]}, reference
+                                     "training_command": card["training"]["command"]}, reference, of_card(card)
     if not Path(reference).exists():
         raise FileNotFoundError(f"{reference!r} is neither a zoo entry ({', '.join(zoo.available()) or 'none'}) "
                                 "nor a trained model path (model.keras or a `mssl-tf train --output` directory)")
@@ -24,17 +26,19 @@ def load_model_reference(reference: str):
     model, summary = load_trained(reference)
     path = Path(reference)
     name = (path if path.is_dir() else path.parent).name
-    return model, {"source_path": str(path.resolve()),
-                   "training_command": summary.get("config", {}).get("command", "")}, name
+    config = summary.get("config", {})
+    spec = for_dataset(config.get("dataset", "omniglot"), getattr(model, "backbone", model).input_shape[1:])
+    return model, {"source_path": str(path.resolve()), "training_command": config.get("command", "")}, name, spec
 
 
 def export_command(args) -> int:
-    from mssl_tf.export import export_model
+    from mssl_tf.export import SIGNATURES, export_model
 
-    model, provenance, default_name = load_model_reference(args.model)
+    model, provenance, default_name, spec = load_model_reference(args.model)
     path = export_model(model, args.base_dir, args.name or default_name, args.version, warmup=not args.no_warmup,
-                        overwrite=args.overwrite, provenance=provenance)
-    print(f"exported {args.model} → {path} (signatures: serving_default, embed_float, embed_png, few_shot)")
+                        overwrite=args.overwrite, provenance=provenance, spec=spec)
+    print(f"exported {args.model} → {path} (input {'x'.join(map(str, spec.shape))} {spec.kind}; signatures: "
+          f"{', '.join(SIGNATURES)})")
     return 0
 
 

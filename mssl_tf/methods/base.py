@@ -54,6 +54,24 @@ class BackboneModel(OptimizerBuiltOnCompile, keras.Model):
     def call(self, images, training=False):
         return self.backbone(images, training=training)
 
+    # === Few-shot adaptation (what `mssl-tf eval` scores and the exported `few_shot` signature runs) ===
+    @property
+    def few_shot_ways(self) -> int | None:
+        """Classes a task must have for this method to adapt to it (a fixed-width classifier), or None: any."""
+        return None
+
+    def few_shot_logits(self, support_images, support_labels, query_images) -> tf.Tensor:
+        """One task, adapted as this method adapts in evaluation → query logits `[queries, ways]`.
+
+        Runs the method's own `meta_batch_learn(..., training=False)` on a one-task batch (the query labels it
+        takes only feed a loss, discarded here), so a served task is classified exactly as in `mssl-tf eval`.
+        """
+        task = {"support_images": support_images[tf.newaxis], "support_labels": support_labels[tf.newaxis],
+                "query_images": query_images[tf.newaxis],
+                "query_labels": tf.zeros(tf.shape(query_images)[:1], tf.int32)[tf.newaxis]}
+        _, logits = self.meta_batch_learn(task, training=False)
+        return logits[0]
+
     def get_config(self):
         config = super().get_config()
         config["backbone"] = keras.saving.serialize_keras_object(self.backbone)

@@ -159,6 +159,10 @@ class MAML(EpisodicModel):
         fast_list, logits = tf.map_fn(one_task, (images, labels, query_images), fn_output_signature=signature)
         return dict(zip(paths, fast_list)), logits
 
+    @property
+    def few_shot_ways(self) -> int:
+        return self.ways
+
     def meta_batch_learn(self, batch, training):
         steps = self.inner_steps if training else self.evaluation_inner_steps
         _, logits = self.adapt_tasks(batch["support_images"], batch["support_labels"], steps, batch["query_images"])

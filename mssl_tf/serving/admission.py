@@ -7,7 +7,8 @@ A request's cost is estimated before the work that spends it:
   input element of one run (activations; a Conv-4 run on 28×28 images measured about 450 bytes per pixel), where
   a run holds at most `max_rows_per_run` rows of a signature whose rows are independent (longer batches are
   split) and every row otherwise (`few_shot`: support and queries run together). A string element (an encoded
-  image for `embed_png`) counts as the 28×28 image it is decoded to.
+  image for `embed_png`, `few_shot_png`) counts as the image it is decoded to: the model's input size as its
+  `assets.extra/mssl_tf.json` records it (`decoded_image_elements`), 28×28 when a SavedModel does not say.
 
 The budget refuses a request whose cost does not fit in what concurrent requests leave (RESOURCE_EXHAUSTED:
 gRPC's code, HTTP 429), rather than letting the process grow until the machine swaps or kills it.
@@ -30,13 +31,26 @@ def json_parse_cost(body_bytes: int) -> int:
     return int(body_bytes) * JSON_PARSE_EXPANSION
 
 
-def run_cost(inputs: dict, rows_per_run: int | None, memory_per_input_element: int) -> int:
+def decoded_image_elements(version_dir) -> int:
+    """Elements one encoded image decodes to for the SavedModel at `version_dir` (its recorded input shape)."""
+    import json
+    from pathlib import Path
+
+    metadata = Path(version_dir) / "assets.extra" / "mssl_tf.json"
+    try:
+        return int(np.prod(json.loads(metadata.read_text())["input"]["shape"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return DECODED_IMAGE_ELEMENTS
+
+
+def run_cost(inputs: dict, rows_per_run: int | None, memory_per_input_element: int,
+             decoded_elements: int = DECODED_IMAGE_ELEMENTS) -> int:
     """Estimated peak bytes of running a signature on `inputs` (name → array), split into runs of `rows_per_run`
-    rows (None: one run of everything)."""
+    rows (None: one run of everything); an encoded image counts as `decoded_elements` elements."""
     cost = 0
     for array in inputs.values():
         array = np.asarray(array)
-        elements = int(array.size) * (DECODED_IMAGE_ELEMENTS if array.dtype == object else 1)
+        elements = int(array.size) * (decoded_elements if array.dtype == object else 1)
         if rows_per_run is not None and array.ndim and len(array) > rows_per_run:
             elements = elements // len(array) * rows_per_run
         cost += int(array.nbytes) + elements * int(memory_per_input_element)

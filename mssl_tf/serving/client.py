@@ -29,6 +29,8 @@ from mssl_tf.serving.tensors import (  # noqa: E402
 )
 
 FEW_SHOT_SIGNATURE = "few_shot"
+FEW_SHOT_FILES_SIGNATURE = "few_shot_png"
+EMBED_FILES_SIGNATURE = "embed_png"
 STATES = {value: name for name, value in get_model_status_pb2.ModelVersionStatus.State.items()}
 
 
@@ -179,6 +181,18 @@ class EmbeddingClient:
         return self.predict(
             {"support_images": support_images, "support_labels": support_labels, "query_images": query_images},
             signature=FEW_SHOT_SIGNATURE,
+        )
+
+    def embed_files(self, files) -> np.ndarray:
+        """Embeddings of encoded image files (PNG, JPEG, GIF or BMP bytes of any size), decoded by the server."""
+        return self.predict({"png": np.array(list(files), dtype=object)}, signature=EMBED_FILES_SIGNATURE)["embeddings"]
+
+    def few_shot_files(self, support_files, support_labels, query_files) -> dict:
+        """`few_shot` on encoded image files (any size): `{"logits": [Q, ways], "predictions": [Q]}`."""
+        return self.predict(
+            {"support_png": np.array(list(support_files), dtype=object), "support_labels": support_labels,
+             "query_png": np.array(list(query_files), dtype=object)},
+            signature=FEW_SHOT_FILES_SIGNATURE,
         )
 
     def close(self) -> None:

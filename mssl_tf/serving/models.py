@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mssl_tf.serving.admission import MemoryBudget, run_cost
+from mssl_tf.serving.admission import MemoryBudget, decoded_image_elements, run_cost
 from mssl_tf.serving.batching import BatchScheduler
 from mssl_tf.serving.config import BatchingOptions, ModelConfig
 from mssl_tf.serving.deadlines import check_deadline
@@ -79,6 +79,7 @@ class Servable:
         self.signature_defs = dict(read_meta_graph(path, tags).signature_def)
         self.loaded = tf.saved_model.load(str(path), tags=list(tags))
         self.functions = dict(self.loaded.signatures)
+        self.decoded_image_elements = decoded_image_elements(path)
         # Signatures whose rows are independent examples: batched across requests, split into runs.
         self.row_wise = {signature_name for signature_name in self.functions
                          if self._batchable(self.signature_defs.get(signature_name))}
@@ -170,7 +171,7 @@ class Servable:
         reservation = None
         if self.budget is not None:
             reservation = self.budget.reserve(
-                run_cost(inputs, rows_per_run, self.limits.memory_per_input_element),
+                run_cost(inputs, rows_per_run, self.limits.memory_per_input_element, self.decoded_image_elements),
                 f"this request to {self.name} version {self.version} signature {signature_name}",
             )
         try:

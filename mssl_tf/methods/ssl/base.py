@@ -114,6 +114,12 @@ class SSLModel(BackboneModel):
         ])
         return task_cross_entropy(query_labels, logits), logits
 
+    def few_shot_logits(self, support_images, support_labels, query_images) -> tf.Tensor:
+        """One task of any size: nearest prototype on frozen features, as `meta_batch_learn` scores it."""
+        support = tf.shape(support_images)[0]
+        features = self.backbone(tf.concat([support_images, query_images], axis=0), training=False)
+        return prototype_logits(features[:support], support_labels, features[support:])
+
     # === Config ===
     def get_config(self):
         return {**super().get_config(), "probe_classes": self.probe_classes}
