@@ -78,17 +78,22 @@ def obtain_model(config: PipelineConfig) -> Stage1:
         return Stage1(zoo.load(config.entry), {"zoo_entry": config.entry, "weights_sha256": card["weights"]["sha256"]},
                       spec, config.dataset or card["dataset"]["name"], options)
     from mssl_tf.training import TrainConfig, load_trained, train
+    from mssl_tf.training.config import load_classes
 
     dataset = config.dataset or "omniglot"
     model_path = Path(config.workdir) / "model.keras"
     if not model_path.is_file() or config.retrain:
-        print(f"[1/4] training ProtoNet on {dataset} (its train split) for {config.minutes} min")
-        train(TrainConfig(
+        train_config = TrainConfig(
             method="protonet", dataset=dataset, image_size=config.image_size, channels=config.channels,
-            min_images=config.min_images, data_dir=config.data_dir, source=config.source, ways=20, shots=5,
-            queries=5, steps=100_000, steps_per_epoch=100, minutes=config.minutes, output=config.workdir,
-            command=config.command,
-        ))
+            min_images=config.min_images, data_dir=config.data_dir, source=config.source, steps=100_000,
+            steps_per_epoch=100, minutes=config.minutes, output=config.workdir, command=config.command)
+        classes, per_class = load_classes(train_config, "train").shape[:2]
+        # 20-way 5-shot 5-query episodes (Snell et al.'s higher-way training), narrowed to what the data holds.
+        shots = min(5, per_class // 2)
+        train_config.ways, train_config.shots, train_config.queries = min(20, classes), shots, min(5, per_class - shots)
+        print(f"[1/4] training ProtoNet on {dataset} (its train split: {classes} classes) for {config.minutes} min, "
+              f"{train_config.ways}-way {shots}-shot episodes")
+        train(train_config)
     else:
         print(f"[1/4] loading the model trained earlier in {model_path}")
     model, summary = load_trained(model_path)
