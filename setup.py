@@ -14,7 +14,7 @@ setup(
     # The zoo's cards and weights ship inside the package: `zoo/` is installed as `mssl_tf/zoo_entries/`.
     packages=[*find_packages(include=["mssl_tf", "mssl_tf.*"]), "mssl_tf.zoo_entries"],
     package_dir={"mssl_tf.zoo_entries": "zoo"},
-    package_data={"mssl_tf.zoo_entries": ["*.json", "weights/*.weights.h5"]},
+    package_data={"mssl_tf.zoo_entries": ["*.json", "weights/*.weights.h5"], "mssl_tf.data": ["splits/*.json"]},
     install_requires=[
         "tensorflow==2.20.0",
         "keras==3.15.1",

@@ -34,6 +34,10 @@ def test_the_wheel_ships_every_zoo_card_and_its_weights(wheel):
         assert f"mssl_tf/zoo_entries/{Path(weights).as_posix()}" in names, weights
 
 
+def test_the_wheel_ships_the_dataset_split_lists(wheel):
+    assert "mssl_tf/data/splits/cifar_fs.json" in set(zipfile.ZipFile(wheel).namelist())
+
+
 def test_an_installed_copy_lists_and_loads_the_zoo_with_its_hashes_checked(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

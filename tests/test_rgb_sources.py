@@ -11,7 +11,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from mssl_tf.data import omniglot, sources
+from mssl_tf.data import class_splits, omniglot, sources
 from mssl_tf.data.omniglot import DatasetNotFoundError
 
 rng = np.random.default_rng(7)
@@ -193,7 +193,7 @@ def test_cifar10_pixel_layout_by_hand():
 def test_cifar10_environment_variable(cifar10, monkeypatch):
     root, expected = cifar10
     monkeypatch.setenv(sources.CIFAR10_DIR_ENV, str(root))
-    assert_same(sources.load_dataset("cifar10", "test"), expected["test"])
+    assert_same(class_splits.load_dataset("cifar10", "test"), expected["test"])
 
 
 def test_cifar10_pickles_cannot_run_code():
@@ -250,7 +250,7 @@ def test_stl10_pixel_layout_by_hand():
 def test_stl10_train_plus_unlabeled_and_environment_variable(stl10, monkeypatch):
     root, expected = stl10
     monkeypatch.setenv(sources.STL10_DIR_ENV, str(root))
-    dataset = sources.load_dataset("stl10", "train+unlabeled")
+    dataset = class_splits.load_dataset("stl10", "train+unlabeled")
     assert_same(dataset, tuple(np.concatenate([expected["train"][i], expected["unlabeled"][i]]) for i in (0, 1)))
     assert dataset.labels.tolist()[-5:] == [sources.UNLABELED] * 5
 
@@ -268,6 +268,7 @@ def test_stl10_malformed_files_are_clear_errors(tmp_path):
 
 # === Registry ===
 
+FLAT_DATASETS = sorted(name for name, spec in class_splits.DATASETS.items() if spec.files)
 EXPECTED_FILES = {
     "omniglot": ["images_background.zip", "splits/vinyals/test.txt"],
     "cifar10": ["cifar-10-python.tar.gz", "cifar-10-batches-py/", "cifar-10-binary.tar.gz", "test_batch"],
@@ -275,12 +276,12 @@ EXPECTED_FILES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(sources.DATASETS))
+@pytest.mark.parametrize("name", FLAT_DATASETS)
 def test_missing_directory_names_the_variable_and_the_expected_files(name, tmp_path, monkeypatch):
-    entry = sources.DATASETS[name]
+    entry = class_splits.DATASETS[name]
     monkeypatch.setenv(entry.data_dir_env, str(tmp_path))
     with pytest.raises(DatasetNotFoundError) as error:
-        sources.load_dataset(name, "test")
+        class_splits.load_dataset(name, "test")
     message = str(error.value)
     assert f"${entry.data_dir_env}" in message and "--data-dir" in message
     for expected in EXPECTED_FILES[name]:
@@ -289,19 +290,19 @@ def test_missing_directory_names_the_variable_and_the_expected_files(name, tmp_p
 
 @pytest.mark.parametrize("name", ["cifar10", "stl10"])
 def test_no_directory_at_all_says_how_to_give_one(name, tmp_path, monkeypatch):
-    monkeypatch.delenv(sources.DATASETS[name].data_dir_env, raising=False)
+    monkeypatch.delenv(class_splits.DATASETS[name].data_dir_env, raising=False)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DatasetNotFoundError, match=rf"No .* directory given\. Pass --data-dir or set \$MSSL_TF_"):
-        sources.load_dataset(name, "test")
+        class_splits.load_dataset(name, "test")
 
 
-@pytest.mark.parametrize("name", sorted(sources.DATASETS))
+@pytest.mark.parametrize("name", FLAT_DATASETS)
 def test_every_registered_dataset_gives_images_of_its_shape(name, request):
     data_dir = {"omniglot": lambda: request.getfixturevalue("omniglot_dir"),
                 "cifar10": lambda: request.getfixturevalue("cifar10")[0],
                 "stl10": lambda: request.getfixturevalue("stl10")[0]}[name]()
-    entry = sources.DATASETS[name]
-    dataset = sources.load_dataset(name, "test", data_dir)
+    entry = class_splits.DATASETS[name]
+    dataset = class_splits.load_dataset(name, "test", data_dir)
     assert dataset.images.shape[1:] == entry.image_shape and dataset.images.dtype == np.uint8
     assert len(dataset.labels) == len(dataset.images) > 0
     assert 0 <= dataset.labels.min() and dataset.labels.max() < len(dataset.class_names)
@@ -309,7 +310,7 @@ def test_every_registered_dataset_gives_images_of_its_shape(name, request):
 
 def test_omniglot_flat_images_are_the_split_classes_in_order(omniglot_dir):
     classes = omniglot.load_split("val", omniglot_dir)
-    dataset = sources.load_dataset("omniglot", "val", omniglot_dir)
+    dataset = class_splits.load_dataset("omniglot", "val", omniglot_dir)
     assert dataset.images.shape == (len(classes) * 20, 28, 28, 1)
     np.testing.assert_array_equal(dataset.images[20 * 5 + 3, ..., 0], classes[5, 3])
     np.testing.assert_array_equal(dataset.labels[:45], np.repeat([0, 1, 2], [20, 20, 5]))
@@ -319,11 +320,11 @@ def test_omniglot_flat_images_are_the_split_classes_in_order(omniglot_dir):
 
 def test_unknown_names_are_clear_errors(cifar10):
     with pytest.raises(ValueError, match="registered"):
-        sources.load_dataset("cifar-10")
+        class_splits.load_dataset("cifar-10")
     with pytest.raises(ValueError, match=r"split 'unlabeled'; expected one of \('train', 'test'\)"):
-        sources.load_dataset("cifar10", "train+unlabeled", cifar10[0])
+        class_splits.load_dataset("cifar10", "train+unlabeled", cifar10[0])
     with pytest.raises(ValueError, match="source"):
-        sources.load_dataset("cifar10", source="internet")
+        class_splits.load_dataset("cifar10", source="internet")
 
 
 # === TensorFlow Datasets ===
@@ -343,7 +344,7 @@ def test_tfds_records_convert_to_images_and_labels():
 def test_tfds_missing_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
     with pytest.raises(ImportError, match=r"pip install 'mssl-tf\[tfds\]'"):
-        sources.load_dataset("cifar10", "test", source="tfds")
+        class_splits.load_dataset("cifar10", "test", source="tfds")
 
 
 def place_in_tfds_download_cache(tfds_data_dir, archive, url, sha256):
@@ -375,8 +376,8 @@ def test_tfds_builders_prepared_from_the_tiny_archives_match_the_file_readers(ci
     for name, splits, files_dir in (("cifar10", ("train", "test"), cifar10[0]),
                                     ("stl10", ("train", "test", "unlabeled"), stl10[0])):
         for split in splits:
-            through_tfds = sources.load_dataset(name, split, source="tfds", tfds_data_dir=tmp_path)
-            from_files = sources.load_dataset(name, split, files_dir)
+            through_tfds = class_splits.load_dataset(name, split, source="tfds", tfds_data_dir=tmp_path)
+            from_files = class_splits.load_dataset(name, split, files_dir)
             assert through_tfds.images.dtype == np.uint8 and through_tfds.labels.dtype == np.int64
             assert through_tfds.class_names == from_files.class_names
             assert as_set(through_tfds) == as_set(from_files)

@@ -32,25 +32,32 @@ def parse_option(text: str) -> tuple[str, object]:
 
 
 def add_dataset_arguments(parser, default: str | None = "omniglot") -> None:
-    """`--dataset` and how a folder is read (the train verb's; eval reads the run's own unless told)."""
+    """`--dataset` (any entry of the registry, `mssl_tf.data.class_splits.DATASETS`) and how it is read (the train
+    verb's; eval reads the run's own unless told)."""
+    from mssl_tf.data.class_splits import registry_help
+
     parser.add_argument("--dataset", default=default,
-                        help="omniglot, imagefolder:PATH (one class per folder, nested allowed) or arrays:NAME "
-                        "(mssl_tf.data.register_arrays)" + ("" if default else "; default: the run's own"))
+                        help=f"one of: {registry_help()} (docs/datasets.md)"
+                        + ("" if default else "; default: the run's own"))
     if default:
         parser.add_argument("--image-size", type=int, default=None,
-                            help="imagefolder: decode to this square size (default 84; omniglot is 28)")
+                            help="convert images to this square size (default: the dataset's own, folders 84; "
+                            "omniglot is always 28)")
         parser.add_argument("--channels", type=int, choices=[1, 3], default=None,
-                            help="imagefolder: 3 (RGB, default) or 1 (grayscale)")
+                            help="convert images to 3 (RGB) or 1 (grayscale) channels (default: the dataset's own, "
+                            "folders 3)")
         parser.add_argument("--min-images", type=int, default=20,
-                            help="imagefolder: keep classes with at least this many readable images, this many each")
+                            help="imagefolder and tfds: keep classes with at least this many images (folders: this "
+                            "many each)")
 
 
 def add_data_argument(parser) -> None:
     parser.add_argument(
         "--data-dir",
         default=None,
-        help="Omniglot directory (official zips + splits/vinyals/*.txt); default $MSSL_TF_OMNIGLOT_DIR "
-        "or ../shared/data/omniglot",
+        help="the dataset's files: Omniglot's official zips + splits/vinyals/*.txt (default $MSSL_TF_OMNIGLOT_DIR "
+        "or ../shared/data/omniglot), CIFAR-10's, CIFAR-100's (cifar-fs) or STL-10's official files "
+        "($MSSL_TF_CIFAR10_DIR, $MSSL_TF_CIFAR100_DIR, $MSSL_TF_STL10_DIR), or for tfds:NAME the TFDS data directory",
     )
     parser.add_argument(
         "--source", choices=["zips", "tfds"], default="zips",

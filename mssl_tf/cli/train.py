@@ -15,22 +15,25 @@ METHOD_SHORTCUTS = ("inner_steps", "evaluation_inner_steps", "inner_learning_rat
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("train", help="train a method on Omniglot with model.fit (or the multi-worker "
-                                 "driver)")
+    parser = commands.add_parser("train", help="train a method on a registered dataset with model.fit (or the "
+                                 "multi-worker driver)")
     parser.add_argument("--method", choices=sorted(METHODS), default=DEFAULT_METHOD)
     parser.add_argument("--backbone", choices=sorted(BACKBONES), default="conv4",
                         help="built for the dataset's image size and channels")
     add_dataset_arguments(parser)
     add_data_argument(parser)
+    parser.add_argument("--split", default="train",
+                        help="the split trained on, e.g. trainval, or stl10's unlabeled / train+unlabeled (methods "
+                        "trained on views or --tasks); validation always uses val")
     parser.add_argument("--ways", type=int, default=60)
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--meta-batch", type=int, default=1, help="tasks per optimizer step")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="methods trained on views: images per optimizer step")
-    parser.add_argument("--views", choices=sorted(VIEW_PRESETS), default="omniglot",
+    parser.add_argument("--views", choices=sorted(VIEW_PRESETS), default=None,
                         help="augmentation preset of multi-view batches and of --tasks augmentation "
-                        "(mssl_tf/data/views.py)")
+                        "(mssl_tf/data/views.py); default: omniglot for 1-channel data, rgb for 3-channel data")
     parser.add_argument("--view-preset", dest="views", choices=sorted(VIEW_PRESETS), default=argparse.SUPPRESS,
                         help="the same as --views")
     parser.add_argument("--probe", action="store_true",
@@ -96,6 +99,7 @@ def train_config(args):
     return TrainConfig(
         method=args.method, backbone=args.backbone, dataset=args.dataset, image_size=args.image_size,
         channels=args.channels, min_images=args.min_images, data_dir=args.data_dir, source=args.source,
+        split=args.split,
         ways=args.ways, shots=args.shots,
         queries=args.queries, meta_batch=args.meta_batch, batch_size=args.batch_size, views=args.views,
         probe=args.probe, steps=args.steps, steps_per_epoch=args.steps_per_epoch, minutes=args.minutes,

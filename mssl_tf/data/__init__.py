@@ -1,6 +1,13 @@
 """Dataset sources and episode pipelines."""
 
-from mssl_tf.data.class_splits import DatasetOptions, load_class_split, register_arrays
+from mssl_tf.data.class_splits import (
+    DATASETS,
+    DatasetOptions,
+    DatasetSpec,
+    load_class_split,
+    load_dataset,
+    register_arrays,
+)
 from mssl_tf.data.episodes import EVALUATION_SEED, EpisodeSpec, episode_dataset, evaluation_episodes
 from mssl_tf.data.omniglot import (
     DATA_DIR_ENV,
@@ -10,11 +17,12 @@ from mssl_tf.data.omniglot import (
     read_split,
     resolve_data_dir,
 )
-from mssl_tf.data.sources import DATASETS, ImageDataset, load_dataset
+from mssl_tf.data.sources import ImageDataset
 
 __all__ = [
     "DATASETS",
     "DatasetOptions",
+    "DatasetSpec",
     "load_class_split",
     "register_arrays",
     "DATA_DIR_ENV",

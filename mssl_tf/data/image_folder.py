@@ -86,10 +86,30 @@ def decode_image(path: Path, settings: FolderSettings) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as error:
         raise ValueError(f"{type(error).__name__}: {error}") from None
-    image = image.convert("L" if settings.channels == 1 else "RGB")
-    image = resize_and_crop(image, settings.image_size)
+    return to_array(image, settings.image_size, settings.channels)
+
+
+def to_array(image: Image.Image, size: int, channels: int) -> np.ndarray:
+    """An opaque image → uint8 `[size, size, channels]`: grey or RGB (Pillow's conversion), `resize_and_crop`."""
+    image = resize_and_crop(image.convert("L" if channels == 1 else "RGB"), size)
     array = np.asarray(image, dtype=np.uint8)
-    return array[..., np.newaxis] if settings.channels == 1 else array
+    return array[..., np.newaxis] if channels == 1 else array
+
+
+def convert_images(images: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """uint8 images `[..., H, W]` or `[..., H, W, C]` (C 1 or 3) → `[..., size, size, channels]`, each converted as a
+    decoded file is (`to_array`); returned unchanged when already that shape."""
+    images = np.asarray(images, dtype=np.uint8)
+    if images.ndim >= 3 and images.shape[-1] not in (1, 3):
+        images = images[..., np.newaxis]  # [..., H, W] grey
+    lead, shape = images.shape[:-3], images.shape[-3:]
+    if shape == (size, size, channels):
+        return images
+    flat = images.reshape(-1, *shape)
+    converted = np.empty((len(flat), size, size, channels), np.uint8)
+    for index, image in enumerate(flat):
+        converted[index] = to_array(Image.fromarray(image[..., 0] if shape[-1] == 1 else image), size, channels)
+    return converted.reshape(*lead, size, size, channels)
 
 
 def composite(image: Image.Image, background) -> Image.Image:

@@ -1,18 +1,20 @@
-"""Image dataset sources: one registry, `DATASETS`, from a name to loaders of uint8 images and integer labels.
+"""Readers of the official dataset files: uint8 images and integer labels, nothing downloaded.
 
-Every source gives an `ImageDataset`: images uint8 `[N, height, width, channels]` and labels int64 `[N]`
-(`UNLABELED` = -1 where the split has no labels, e.g. STL-10's unlabeled split). Each source reads either the
-official files directly (`source="files"`: a `--data-dir` argument or the dataset's environment variable) or
-TensorFlow Datasets (`source="tfds"`, `pip install 'mssl-tf[tfds]'`). docs/datasets.md says where to put the files.
+The registry that names datasets (`--dataset`, `DATASETS`, `load_dataset`) is `mssl_tf.data.class_splits`; this
+module only reads files. Every reader gives an `ImageDataset`: images uint8 `[N, height, width, channels]` and
+labels int64 `[N]` (`UNLABELED` = -1 where the split has no labels, e.g. STL-10's unlabeled split), from the
+official files (a `--data-dir` argument or the dataset's environment variable) or, for `cifar10` and `stl10`,
+through TFDS' own builders (`load_from_tfds`, `pip install 'mssl-tf[tfds]'`). docs/datasets.md says where to put
+the files.
 
 - `omniglot`: the Vinyals split (see `mssl_tf.data.omniglot`), each character at one rotation a class; images
   28x28x1, ink = 255.
 - `cifar10` (Krizhevsky 2009): `cifar-10-python.tar.gz` (pickled batches) or `cifar-10-binary.tar.gz`, packed
   or extracted; splits `train` (50,000) and `test` (10,000), 32x32x3.
+- `cifar100` (Krizhevsky 2009): `cifar-100-python.tar.gz` (pickles `train`, `test`, `meta`), packed or
+  extracted; fine labels; splits `train` (50,000) and `test` (10,000), 32x32x3. CIFAR-FS is made of it.
 - `stl10` (Coates et al. 2011): `stl10_binary.tar.gz`, packed or extracted; splits `train` (5,000), `test`
   (8,000) and `unlabeled` (100,000), 96x96x3.
-
-Splits join with `+` (`"train+unlabeled"`, the usual STL-10 pretraining set), concatenated in that order.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import pickle
 import tarfile
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -32,6 +34,7 @@ from mssl_tf.data.omniglot import DatasetNotFoundError
 
 UNLABELED = -1
 CIFAR10_DIR_ENV = "MSSL_TF_CIFAR10_DIR"
+CIFAR100_DIR_ENV = "MSSL_TF_CIFAR100_DIR"
 STL10_DIR_ENV = "MSSL_TF_STL10_DIR"
 SOURCES = ("files", "tfds")
 TFDS_INSTALL_HINT = "pip install 'mssl-tf[tfds]'"
@@ -47,6 +50,10 @@ CIFAR10_BINARY_ARCHIVE = "cifar-10-binary.tar.gz"
 CIFAR10_BINARY_FOLDER = "cifar-10-batches-bin"
 CIFAR10_BATCHES = {"train": tuple(f"data_batch_{index}" for index in range(1, 6)), "test": ("test_batch",)}
 CIFAR10_SIZE = 32
+
+CIFAR100_PYTHON_ARCHIVE = "cifar-100-python.tar.gz"
+CIFAR100_PYTHON_FOLDER = "cifar-100-python"
+CIFAR100_FILES = ("meta", "train", "test")
 
 STL10_ARCHIVE = "stl10_binary.tar.gz"
 STL10_FOLDER = "stl10_binary"
@@ -178,7 +185,7 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in self.allowed:
             raise pickle.UnpicklingError(
-                f"Refusing to unpickle {module}.{name}: CIFAR-10 batches hold only numpy arrays and lists"
+                f"Refusing to unpickle {module}.{name}: CIFAR batches hold only numpy arrays and lists"
             )
         if module == "numpy.core.multiarray":
             module = "numpy._core.multiarray" if hasattr(np, "_core") else module
@@ -278,6 +285,73 @@ def load_cifar10(split: str = "train", data_dir: str | os.PathLike | None = None
         np.concatenate([labels for _, labels in batches]),
         CIFAR10_CLASS_NAMES,
     )
+
+
+# === CIFAR-100 ===
+
+
+def read_cifar100_python(handle: IO[bytes], name: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-100's pickled `train` or `test` → (uint8 images `[n, 32, 32, 3]`, int64 fine labels `[n]`).
+
+    The pickle is a dict with `b"data"` (uint8 `[n, 3072]`, rows as in CIFAR-10), `b"fine_labels"` (0..99),
+    `b"coarse_labels"` (0..19) and `b"filenames"`.
+    """
+    batch = _ArrayUnpickler(handle, encoding="bytes").load()
+    if not isinstance(batch, dict) or b"data" not in batch or b"fine_labels" not in batch:
+        raise ValueError(f"CIFAR-100 {name}: expected a pickled dict with b'data' and b'fine_labels'")
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    labels = np.asarray(batch[b"fine_labels"], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * CIFAR10_SIZE**2 or len(labels) != len(data):
+        raise ValueError(f"CIFAR-100 {name}: data {data.shape} and {len(labels)} labels; expected [n, 3072] and n")
+    return _cifar10_images(data), _checked_labels(labels, f"CIFAR-100 {name}", 100)
+
+
+def read_cifar100_meta(handle: IO[bytes]) -> tuple[str, ...]:
+    """CIFAR-100's pickled `meta` → the 100 fine label names, in label order."""
+    meta = _ArrayUnpickler(handle, encoding="bytes").load()
+    if not isinstance(meta, dict) or b"fine_label_names" not in meta:
+        raise ValueError("CIFAR-100 meta: expected a pickled dict with b'fine_label_names'")
+    names = tuple(name.decode() if isinstance(name, bytes) else str(name) for name in meta[b"fine_label_names"])
+    if len(names) != 100:
+        raise ValueError(f"CIFAR-100 meta: {len(names)} fine label names, expected 100")
+    return names
+
+
+def _cifar100_candidates(root: Path):
+    if root.is_file():
+        return [(_Location(root, CIFAR100_PYTHON_FOLDER), ())]
+    return [
+        (_Location(root / CIFAR100_PYTHON_FOLDER), CIFAR100_FILES),
+        (_Location(root), CIFAR100_FILES),
+        (_Location(root / CIFAR100_PYTHON_ARCHIVE, CIFAR100_PYTHON_FOLDER), ()),
+    ]
+
+
+def load_cifar100(
+    splits: tuple[str, ...] = ("train",), data_dir: str | os.PathLike | None = None
+) -> dict[str, ImageDataset]:
+    """CIFAR-100 (python version) from the official files, fine labels: `{split: ImageDataset}` for `splits`.
+
+    Args:
+        splits: some of `train`, `test`; all are read in one pass over an archive.
+        data_dir: a directory holding `cifar-100-python.tar.gz` or its extracted `cifar-100-python/` (`train`,
+            `test`, `meta`), or those files directly, or the archive's path. Default: `$MSSL_TF_CIFAR100_DIR`.
+
+    Raises:
+        DatasetNotFoundError: no such files; the message names the variable and the expected files.
+    """
+    unknown = [split for split in splits if split not in ("train", "test")]
+    if unknown:
+        raise ValueError(f"Unknown CIFAR-100 split {unknown[0]!r}; expected train or test")
+    expected = (f"{CIFAR100_PYTHON_ARCHIVE} or its extracted {CIFAR100_PYTHON_FOLDER}/ (meta, train, test), the "
+                "python version from https://www.cs.toronto.edu/~kriz/cifar.html (docs/datasets.md)")
+    location = _find(data_dir, CIFAR100_DIR_ENV, "cifar100", "CIFAR-100", _cifar100_candidates, expected)
+
+    def parse(name, handle, _size):
+        return read_cifar100_meta(handle) if name == "meta" else read_cifar100_python(handle, name)
+
+    names, *parts = _read_members(location, ("meta", *splits), parse)
+    return {split: ImageDataset(images, labels, names) for split, (images, labels) in zip(splits, parts)}
 
 
 # === STL-10 ===
@@ -453,99 +527,3 @@ def load_omniglot(
     images = classes.reshape(-1, *classes.shape[2:], 1)
     labels = np.repeat(np.arange(len(classes), dtype=np.int64), classes.shape[1])
     return ImageDataset(images, labels, names)
-
-
-# === Registry ===
-
-
-@dataclass(frozen=True)
-class DatasetSource:
-    """One entry of `DATASETS`.
-
-    Attributes:
-        name: registry name.
-        image_shape: `(height, width, channels)` of every image.
-        splits: split names (join several with `+`).
-        data_dir_env: environment variable naming the directory of the official files.
-        homepage: where the official files come from.
-        load_files: `(split, data_dir) → ImageDataset` from the official files.
-        load_tfds: `(split, data_dir, tfds_data_dir, manual_dir) → ImageDataset` through TFDS.
-    """
-
-    name: str
-    image_shape: tuple[int, int, int]
-    splits: tuple[str, ...]
-    data_dir_env: str
-    homepage: str
-    load_files: Callable[..., ImageDataset] = field(repr=False)
-    load_tfds: Callable[..., ImageDataset] = field(repr=False)
-
-
-def _tfds_loader(name: str) -> Callable[..., ImageDataset]:
-    def load(split, data_dir=None, tfds_data_dir=None, manual_dir=None):
-        return load_from_tfds(name, split, tfds_data_dir=tfds_data_dir, manual_dir=manual_dir)
-
-    return load
-
-
-def _omniglot_tfds(split, data_dir=None, tfds_data_dir=None, manual_dir=None):
-    if tfds_data_dir or manual_dir:
-        raise ValueError("The Omniglot TFDS source reads TFDS' default data directory: drop tfds_data_dir/manual_dir")
-    return load_omniglot(split, data_dir, source="tfds")
-
-
-DATASETS = {
-    "omniglot": DatasetSource(
-        "omniglot", (28, 28, 1), omniglot.SPLIT_NAMES, omniglot.DATA_DIR_ENV,
-        "https://github.com/brendenlake/omniglot", load_omniglot, _omniglot_tfds,
-    ),
-    "cifar10": DatasetSource(
-        "cifar10", (32, 32, 3), tuple(CIFAR10_BATCHES), CIFAR10_DIR_ENV,
-        "https://www.cs.toronto.edu/~kriz/cifar.html", load_cifar10, _tfds_loader("cifar10"),
-    ),
-    "stl10": DatasetSource(
-        "stl10", (96, 96, 3), tuple(STL10_FILES), STL10_DIR_ENV,
-        "https://cs.stanford.edu/~acoates/stl10/", load_stl10, _tfds_loader("stl10"),
-    ),
-}
-
-
-def load_dataset(
-    name: str,
-    split: str = "train",
-    data_dir: str | os.PathLike | None = None,
-    source: str = "files",
-    tfds_data_dir: str | os.PathLike | None = None,
-    manual_dir: str | os.PathLike | None = None,
-) -> ImageDataset:
-    """One split (or `+`-joined splits) of a registered dataset.
-
-    Args:
-        name: a key of `DATASETS`: `omniglot`, `cifar10`, `stl10`.
-        split: a split name, or several joined with `+`, e.g. `"train+unlabeled"`.
-        data_dir: directory of the official files (default: the dataset's environment variable); for Omniglot
-            also the source of the split files when `source="tfds"`.
-        source: `files` (the official files) or `tfds` (TensorFlow Datasets).
-        tfds_data_dir: TFDS data directory (`source="tfds"`).
-        manual_dir: TFDS manual directory holding the official archive (`source="tfds"`).
-
-    Returns:
-        An `ImageDataset`: uint8 images `[N, *image_shape]`, int64 labels (-1 = unlabeled).
-
-    Example:
-        >>> train = load_dataset("cifar10", "train", data_dir="~/data/cifar10")  # doctest: +SKIP
-        >>> train.images.shape, train.labels[:3]
-        ((50000, 32, 32, 3), array([6, 9, 9]))
-    """
-    if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}; registered: {sorted(DATASETS)}")
-    if source not in SOURCES:
-        raise ValueError(f"Unknown dataset source {source!r}; expected one of {SOURCES}")
-    entry = DATASETS[name]
-    parts = split.split("+")
-    unknown = [part for part in parts if part not in entry.splits]
-    if unknown:
-        raise ValueError(f"Unknown {name} split {unknown[0]!r}; expected one of {entry.splits}, joined by '+'")
-    if source == "files":
-        return concatenate(entry.load_files(part, data_dir) for part in parts)
-    return concatenate(entry.load_tfds(part, data_dir, tfds_data_dir, manual_dir) for part in parts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mssl_tf.data.class_splits import DatasetOptions, load_class_split
+from mssl_tf.data.class_splits import DatasetOptions, image_channels, is_unlabeled, load_class_split, spec_of
 from mssl_tf.data.unsupervised_tasks import TASK_KINDS
 from mssl_tf.methods import DEFAULT_METHOD, method_class
 
@@ -16,12 +16,12 @@ TASK_OPTIONS = (*CLUSTER_DEFAULTS, "mixture", "mixture_weights", "original_suppo
 class TrainConfig:
     method: str = DEFAULT_METHOD
     backbone: str = "conv4"
-    dataset: str = "omniglot"  # or imagefolder:PATH, arrays:NAME (mssl_tf.data.class_splits)
+    dataset: str = "omniglot"  # any mssl_tf.data.class_splits.DATASETS entry: cifar-fs, cifar10, stl10, tfds:NAME, ...
     data_dir: str | None = None
     source: str = "zips"
-    image_size: int | None = None  # None: the dataset's own (Omniglot 28, folders 84)
-    channels: int | None = None  # None: the dataset's own (Omniglot 1, folders 3)
-    min_images: int = 20  # folders: classes need this many readable images; each contributes this many
+    image_size: int | None = None  # None: the dataset's own (Omniglot 28, CIFAR 32, STL-10 96, folders 84)
+    channels: int | None = None  # None: the dataset's own (Omniglot 1, CIFAR and STL-10 3, folders 3)
+    min_images: int = 20  # folders and TFDS: classes need this many images (folders: each contributes this many)
     split: str = "train"
     ways: int = 60
     shots: int = 5
@@ -33,7 +33,7 @@ class TrainConfig:
     cluster_encoder: str | None = None  # tasks=clusters: trained model whose embeddings are clustered
     init_from: str | None = None  # trained model whose backbone starts this run (e.g. a self-supervised encoder)
     task_options: dict = field(default_factory=dict)  # unsupervised tasks: clusters, partitions, mixture, ...
-    views: str = "omniglot"  # augmentation preset of multi-view batches and augmentation tasks
+    views: str | None = None  # augmentation preset of views and augmentation tasks; None: `view_preset`
     steps: int = 1000
     steps_per_epoch: int = 100
     minutes: float | None = None
@@ -60,6 +60,15 @@ class TrainConfig:
 def dataset_options(config: TrainConfig) -> DatasetOptions:
     """How the run's dataset is read (folders: decoded size and channels, class filter, partition seed 0)."""
     return DatasetOptions(image_size=config.image_size, channels=config.channels, min_images=config.min_images)
+
+
+def view_preset(config: TrainConfig) -> str:
+    """The run's augmentation preset: `views` when given, else `omniglot` for 1-channel data (drawings) and `rgb`
+    for 3-channel data (`mssl_tf.data.views.VIEW_PRESETS`)."""
+    if config.views is not None:
+        return config.views
+    channels = image_channels(config.dataset, config.data_dir, dataset_options(config))
+    return "omniglot" if channels == 1 else "rgb"
 
 
 def load_classes(config: TrainConfig, split: str):
@@ -90,6 +99,13 @@ def check(config: TrainConfig) -> None:
     if config.tasks == "clusters" and not config.cluster_encoder:
         raise ValueError("--tasks clusters needs --cluster-encoder PATH (a trained model whose embeddings are "
                          "clustered)")
+    if is_unlabeled(config.dataset, config.split):
+        if batches(config) == "episodes" and not is_unsupervised(config):
+            raise ValueError(f"--split {config.split} of {config.dataset} has no labels; {config.method} needs labeled "
+                             "episodes: train a method on views, or pass --tasks augmentation (or another kind)")
+        if config.probe:
+            raise ValueError(f"--probe needs labels; --split {config.split} of {config.dataset} has none")
+    spec_of(config.dataset)  # an unknown dataset fails here, naming the registry
     unknown = set(config.task_options) - set(TASK_OPTIONS)
     if unknown:
         raise ValueError(f"unknown --task-option {sorted(unknown)}; known: {', '.join(TASK_OPTIONS)}")

@@ -17,7 +17,7 @@ from mssl_tf.data import unsupervised_tasks
 from mssl_tf.data.episodes import EpisodeSpec, sample_episode
 from mssl_tf.data.views import flatten_classes, multi_view_dataset
 from mssl_tf.training.clusters import cluster_assignments, uses_clusters
-from mssl_tf.training.config import TrainConfig, batches, check, is_unsupervised
+from mssl_tf.training.config import TrainConfig, batches, check, is_unsupervised, view_preset
 
 DatasetFunction = Callable[[tf.distribute.InputContext, int], tf.data.Dataset]
 
@@ -45,7 +45,7 @@ def distributed_dataset_fn(config: TrainConfig, class_images) -> DatasetFunction
 def views_dataset(config: TrainConfig, class_images, start_step: int = 0) -> tf.data.Dataset:
     """Multi-view batches of the flattened split, from batch `start_step` on; labels only for the probe."""
     images, labels = flatten_classes(class_images)
-    return multi_view_dataset(images, config.batch_size, config.views, seed=config.seed,
+    return multi_view_dataset(images, config.batch_size, view_preset(config), seed=config.seed,
                               labels=labels if config.probe else None, first_batch=start_step)
 
 
@@ -57,7 +57,7 @@ def task_dataset(config: TrainConfig, class_images, spec: EpisodeSpec, start_ste
     assignments = cluster_assignments(config, images) if uses_clusters(config) else None
     mixture = options.get("mixture")
     maker = unsupervised_tasks.task_maker(
-        config.tasks, images, spec, view_preset=config.views, assignments=assignments,
+        config.tasks, images, spec, view_preset=view_preset(config), assignments=assignments,
         mixture=mixture.split(",") if isinstance(mixture, str) else mixture,
         mixture_weights=options.get("mixture_weights"), original_support=bool(options.get("original_support", False)),
     )

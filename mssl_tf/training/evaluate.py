@@ -23,6 +23,8 @@ def evaluation_classes(summary: dict, dataset: str | None, split: str, data_dir=
     """(dataset name, class arrays of `split`): the run's own dataset, read as it was trained, unless `dataset`."""
     train_config = summary.get("config", {})
     dataset = dataset or train_config.get("dataset", "omniglot")
+    if dataset != "omniglot" and data_dir is None and dataset == train_config.get("dataset"):
+        data_dir = train_config.get("data_dir")  # e.g. the TFDS data directory of a tfds:NAME run
     if dataset == "omniglot":
         data_dir = resolve_data_dir(data_dir, require_zips=source == "zips")
     options = DatasetOptions(image_size=train_config.get("image_size"), channels=train_config.get("channels"),

@@ -19,7 +19,7 @@ from mssl_tf.data.class_splits import describe
 from mssl_tf.data.views import config_dict, view_config
 from mssl_tf.training.artifacts import model_file, sha256, source_summary
 from mssl_tf.training.clusters import clustering_seconds
-from mssl_tf.training.config import TrainConfig, batches, dataset_options, is_unsupervised
+from mssl_tf.training.config import TrainConfig, batches, dataset_options, is_unsupervised, view_preset
 
 PACKAGE_DIRECTORY = Path(__file__).parents[1]
 
@@ -39,7 +39,7 @@ def data_summary(config: TrainConfig) -> dict:
     if batches(config) == "views":
         # Labels reach a view-trained model only through the online probe's stop-gradient classifier.
         summary.update(labels_used=bool(config.probe), labels_used_by_encoder=False, batch_size=config.batch_size,
-                       views=config_dict(view_config(config.views)))
+                       views=config_dict(view_config(view_preset(config))))
     if is_unsupervised(config) or config.init_from:
         summary.update(task_summary(config))
     return summary
@@ -62,7 +62,7 @@ def task_summary(config: TrainConfig) -> dict:
         "labels_used": labels_used,
         "tasks": config.tasks,
         "task_options": dict(config.task_options),
-        **({"views": config.views} if config.tasks in ("augmentation", "mixture") else {}),
+        **({"views": view_preset(config)} if config.tasks in ("augmentation", "mixture") else {}),
         **recorded,
         **({"clustering_seconds": seconds} if seconds is not None else {}),
     }

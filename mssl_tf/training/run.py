@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from mssl_tf.training.config import TrainConfig, check
+from dataclasses import replace
+
+from mssl_tf.training.config import TrainConfig, check, view_preset
 from mssl_tf.training.distributed import train_distributed
 from mssl_tf.training.fit import save_untrained, train_with_fit
 
@@ -15,6 +17,7 @@ def train(config: TrainConfig, callbacks=()) -> dict:
     part-way resumes from its last backup (`backup_dir`) when started again with the same config.
     """
     check(config)
+    config = replace(config, views=view_preset(config))  # recorded in train.json as the preset used
     if config.strategy == "multiworker":
         return train_distributed(config, callbacks)
     if config.steps == 0:
