@@ -157,11 +157,17 @@ def load(name: str, directory: str | os.PathLike | None = None, cache=None) -> k
 PAPERS = {
     "protonet": "Snell, Swersky & Zemel, Prototypical Networks for Few-shot Learning, NeurIPS 2017, arXiv:1703.05175",
     "matching": "Vinyals et al., Matching Networks for One Shot Learning, NeurIPS 2016, arXiv:1606.04080",
+    "siamese": "Koch, Zemel & Salakhutdinov, Siamese Neural Networks for One-shot Image Recognition, ICML 2015 "
+               "Deep Learning Workshop",
+    "relation": "Sung et al., Learning to Compare: Relation Network for Few-Shot Learning, CVPR 2018, "
+                "arXiv:1711.06025",
     "maml": "Finn, Abbeel & Levine, Model-Agnostic Meta-Learning, ICML 2017, arXiv:1703.03400",
     "fomaml": "Finn, Abbeel & Levine, Model-Agnostic Meta-Learning, ICML 2017, arXiv:1703.03400",
     "metasgd": "Li et al., Meta-SGD: Learning to Learn Quickly for Few-Shot Learning, arXiv:1707.09835",
     "anil": "Raghu et al., Rapid Learning or Feature Reuse?, ICLR 2020, arXiv:1909.09157",
     "reptile": "Nichol, Achiam & Schulman, On First-Order Meta-Learning Algorithms, arXiv:1803.02999",
+    "imaml": "Rajeswaran, Finn, Kakade & Levine, Meta-Learning with Implicit Gradients, NeurIPS 2019, "
+             "arXiv:1909.04630",
     "simclr": "Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, ICML 2020, "
               "arXiv:2002.05709",
     "moco": "Chen et al., Improved Baselines with Momentum Contrastive Learning, arXiv:2003.04297",

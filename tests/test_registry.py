@@ -51,9 +51,14 @@ def easy_classes(classes=10, drawings=6, seed=0):
 # gets the MAML family about 0.6; a learner that also trained on the queries would score higher.
 GRADIENT_ADAPTATION = {"maml", "fomaml", "metasgd", "anil", "reptile"}
 EASY_FIT_OPTIONS = {"anil": {"inner_learning_rate": 1.0}}
+# A learned comparator (Relation Network's relation module) scores at chance until it has trained: measured 0.24,
+# 0.63, 0.90, 0.98 over four epochs of 10 steps; it gets those four epochs and is judged on the last.
+EASY_FIT_SCHEDULE = {"relation": (10, 4)}  # name → (steps per epoch, epochs); default (2, 1)
 
 
 def expected_easy_accuracy(name):
+    if name in EASY_FIT_SCHEDULE:
+        return (0.9, 1.0)
     return (0.4, 0.85) if name in GRADIENT_ADAPTATION else (0.95, 1.0)
 
 
@@ -64,7 +69,8 @@ def test_two_step_fit_on_an_easy_task_scores_in_its_band_and_changes_weights(nam
     model.compile(keras.optimizers.Adam(1e-3))
     before = [w.copy() for w in model.get_weights()]
     easy_batches = episode_dataset(easy_classes(), EpisodeSpec(5, 1, 3), meta_batch=2, seed=11)
-    history = model.fit(easy_batches, steps_per_epoch=2, epochs=1, verbose=0)
+    steps_per_epoch, epochs = EASY_FIT_SCHEDULE.get(name, (2, 1))
+    history = model.fit(easy_batches, steps_per_epoch=steps_per_epoch, epochs=epochs, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     low, high = expected_easy_accuracy(name)
     assert low <= history.history["accuracy"][-1] <= high

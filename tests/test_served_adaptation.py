@@ -1,7 +1,7 @@
 """Served `few_shot` adapts as the method does: gRPC accuracy on fixed episodes equals in-process evaluation.
 
 One model per family, exported and served by the embedded TF-Serving-compatible server: metric (ProtoNet,
-Matching), optimization (MAML second order with its card's evaluation steps, ANIL, Meta-SGD), memory, network
+Matching, Siamese, Relation), optimization (MAML second order with its card's evaluation steps, ANIL, Meta-SGD), memory, network
 (hyper-network emitting a head, plus a fine-tuning step), and self-supervised (MoCo: nearest prototype of its
 frozen features). The zoo's trained entries are used where the zoo has one, so the adaptation matters: for them
 the test also checks that nearest-prototype classification of the same features scores differently (what the
@@ -31,6 +31,8 @@ TRAINED = {  # family → zoo entry
 }
 UNTRAINED = {  # registry name → options (random initialization: the adaptation still decides the answers)
     "matching": {"full_context_embeddings": True},
+    "siamese": {},
+    "relation": {},
     "anil": {"ways": 5, "inner_steps": 1, "evaluation_inner_steps": 3, "inner_learning_rate": 0.4},
     "metasgd": {"ways": 5, "inner_steps": 1, "evaluation_inner_steps": 2, "inner_learning_rate": 0.4},
     "hypernetwork": {"inner_steps": 1, "evaluation_inner_steps": 2},

@@ -1,21 +1,27 @@
 """Methods: one registry from a name to a `keras.Model` class and its default options."""
 
 from mssl_tf.methods.episodic import EpisodicModel
+from mssl_tf.methods.imaml import IMAML
 from mssl_tf.methods.maml import MAML
 from mssl_tf.methods.matching import MatchingNet
 from mssl_tf.methods.meta_ssl import META_SSL_METHODS
 from mssl_tf.methods.protonet import ProtoNet
+from mssl_tf.methods.relation import RelationNet
 from mssl_tf.methods.reptile import Reptile
+from mssl_tf.methods.siamese import SiameseNet
 from mssl_tf.methods.ssl import SSL_METHODS, SSLModel
 
 METHODS = {
     "protonet": (ProtoNet, {}),
     "matching": (MatchingNet, {}),
+    "siamese": (SiameseNet, {}),
+    "relation": (RelationNet, {}),
     "maml": (MAML, {}),
     "fomaml": (MAML, {"first_order": True}),
     "metasgd": (MAML, {"learn_inner_learning_rate": True}),
     "anil": (MAML, {"adapt": "head"}),
     "reptile": (Reptile, {"first_order": True}),
+    "imaml": (IMAML, {}),
     **META_SSL_METHODS,  # memory- and network-based meta-learning (mssl_tf/methods/meta_ssl/)
     **SSL_METHODS,  # self-supervised: trained on multi-view batches of unlabeled images (mssl_tf/methods/ssl/)
 }
@@ -38,6 +44,7 @@ def build_method(name: str, backbone, **options):
 
 
 __all__ = [
-    "DEFAULT_METHOD", "METHODS", "EpisodicModel", "MAML", "MatchingNet", "ProtoNet", "Reptile", "SSLModel",
+    "DEFAULT_METHOD", "IMAML", "METHODS", "EpisodicModel", "MAML", "MatchingNet", "ProtoNet", "RelationNet", "Reptile",
+    "SSLModel", "SiameseNet",
     "SSL_METHODS", "build_method", "method_class",
 ]
