@@ -47,6 +47,7 @@ class PipelineConfig:
     data_dir: str | None = None
     source: str = "zips"
     serve_forever: bool = False
+    record: str | None = None  # write the summary (with the command and commit) to this JSON file
     command: str = ""
 
 
@@ -238,6 +239,13 @@ def run(config: PipelineConfig) -> dict:
             print(f"      few_shot_png on {len(file_agreement)} episodes of encoded files: answers equal to the "
                   f"in-process model's on the same bytes: {100 * summary['files_served_equal_in_process']:.1f} %")
         print(f"      model status over REST: curl {rest_address}/v1/models/{config.name}")
+        if config.record:
+            from mssl_tf.results import current_commit, write_json
+            from mssl_tf.training.records import hardware
+
+            write_json(config.record, {"kind": "pipeline", **summary, "entry": None if config.train else config.entry,
+                                       "command": config.command, "commit": current_commit(), "hardware": hardware()})
+            print(f"      summary recorded in {config.record}")
         if config.serve_forever:
             print(f"serving until interrupted (Ctrl-C); same API as tensorflow_model_server --port {server.grpc_port}"
                   f" --rest_api_port {server.rest_port} --model_name {config.name} "

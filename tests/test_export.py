@@ -197,3 +197,38 @@ def test_embed_png_reads_the_header_before_decoding(loaded):
             embed_png(png=tf.constant([data]))
     drawing = tf.io.encode_png(tf.fill([105, 105, 1], tf.constant(255, tf.uint8))).numpy()
     assert embed_png(png=tf.constant([drawing, drawing]))["embeddings"].shape == (2, 64)
+
+
+def test_an_rgb_model_exports_with_its_own_input(tmp_path):
+    """A 32x32x3 encoder: the signatures take its shape, and files of any size go through few_shot_png."""
+    import io
+
+    from PIL import Image
+
+    from mssl_tf import backbones, input_spec
+    from mssl_tf.methods import ProtoNet
+
+    model = ProtoNet(backbones.conv4(input_shape=(32, 32, 3)))
+    version = export.export_model(model, tmp_path, "rgb", warmup=True)
+    defs = signature_defs(version)
+    image = [-1, 32, 32, 3]
+    assert describe(defs["serving_default"].inputs) == {"images": ("uint8", image)}
+    assert describe(defs["few_shot_png"].inputs) == {
+        "support_png": ("string", [-1]), "support_labels": ("int32", [-1]), "query_png": ("string", [-1])}
+    metadata = export.read_metadata(version)
+    assert metadata["input"]["shape"] == [32, 32, 3] and metadata["input"]["kind"] == "photos"
+    files = []
+    for size, colour in (((50, 20), "red"), ((13, 77), "blue"), ((40, 40), "green")):
+        buffer = io.BytesIO()
+        Image.new("RGB", size, colour).save(buffer, "JPEG")
+        files.append(buffer.getvalue())
+    loaded = tf.saved_model.load(str(version))
+    answer = loaded.signatures["few_shot_png"](support_png=tf.constant(files), support_labels=tf.constant([0, 1, 2]),
+                                               query_png=tf.constant(files[::-1]))
+    np.testing.assert_array_equal(answer["predictions"].numpy(), [2, 1, 0])
+    decoded = tf.stack([input_spec.decode_encoded(tf.constant(data), input_spec.photos(32)) for data in files])
+    by_arrays = loaded.signatures["few_shot"](support_images=decoded, support_labels=tf.constant([0, 1, 2]),
+                                              query_images=decoded[::-1])
+    np.testing.assert_allclose(answer["logits"].numpy(), by_arrays["logits"].numpy(), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="does not match the encoder's input"):
+        export.export_model(model, tmp_path, "wrong", spec=input_spec.photos(28))

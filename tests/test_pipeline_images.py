@@ -1,6 +1,7 @@
 """The main job on the user's own images: train on an RGB folder → export → serve → query with the files
 themselves (mixed formats and sizes) — and `mssl-tf pipeline --zoo NAME` for every zoo entry."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +45,15 @@ def test_pipeline_trains_on_a_folder_and_serves_its_files(folder, tmp_path, caps
     export_dir = tmp_path / "export"
     arguments = ["pipeline", "--train", "--dataset", f"imagefolder:{folder}", "--image-size", "32",
                  "--min-images", str(IMAGES_PER_CLASS), "--workdir", str(tmp_path / "run"), "--minutes", "0.05",
-                 "--episodes", "4", "--file-episodes", "4", "--export-dir", str(export_dir), "--name", "own"]
+                 "--episodes", "4", "--file-episodes", "4", "--export-dir", str(export_dir), "--name", "own",
+                 "--record", str(tmp_path / "pipeline.json")]
     assert cli.main(arguments) == 0
     out = capsys.readouterr().out
     assert "input 32x32x3, photos" in out
     assert "answers equal to the in-process model's on the same bytes: 100.0 %" in out
+    record = json.loads((tmp_path / "pipeline.json").read_text())
+    assert record["files_served_equal_in_process"] == 1.0 and record["dataset"] == f"imagefolder:{folder}"
+    assert record["command"].startswith("mssl-tf pipeline --train")
     metadata = read_metadata(export_dir / "own" / "1")
     assert metadata["input"]["shape"] == [32, 32, 3] and metadata["input"]["kind"] == "photos"
 

@@ -27,6 +27,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--file-episodes", type=int, default=20,
                         help="few-shot episodes sent as encoded image files (few_shot_png)")
     parser.add_argument("--serve-forever", action="store_true", help="keep serving after the queries")
+    parser.add_argument("--record", default=None, help="write the summary to this JSON file (e.g. benchmarks/results/)")
     parser.set_defaults(handler=pipeline_command)
 
 
@@ -37,6 +38,7 @@ def pipeline_command(args) -> int:
         entry=args.entry, train=args.train, minutes=args.minutes, workdir=args.workdir, retrain=args.retrain,
         export_dir=args.export_dir, name=args.name, version=args.version, episodes=args.episodes,
         file_episodes=args.file_episodes, dataset=args.dataset, image_size=args.image_size, channels=args.channels,
-        min_images=args.min_images, data_dir=args.data_dir, source=args.source, serve_forever=args.serve_forever, command=args.command_line,
+        min_images=args.min_images, data_dir=args.data_dir, source=args.source, serve_forever=args.serve_forever,
+        record=args.record, command=args.command_line,
     ))
     return 0
