@@ -315,3 +315,48 @@ def test_unsupervised_training_records_no_labels_and_init_from_copies_the_backbo
 
     assert unsupervised_summary(TrainConfig(tasks="augmentation", init_from=str(labeled)))["labels_used"] is True
     assert unsupervised_summary(TrainConfig(tasks="augmentation", init_from=str(encoder)))["labels_used"] is False
+
+
+def test_sequential_writes_are_error_driven_from_the_first_pass():
+    """Hand-derived: example i reads the slots written before it; a redundant example is written weakly."""
+    from mssl_tf.methods.meta_ssl.memory import write_memory_sequentially
+
+    keys = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # example 1 repeats example 0 (same class)
+    values = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    gates, temperature, empty = np.array([0.9, 0.9, 0.9]), 3.0, 0.0
+
+    def read(slot, strengths):
+        others = [i for i in range(3) if i != slot]
+        w = np.append(strengths[others] * np.exp(temperature * keys[others] @ keys[slot]), np.exp(empty))
+        w /= w.sum()
+        return (w[:2] @ values[others] + w[2] / 2)[np.argmax(values[slot])]
+
+    strengths = np.zeros(3)
+    for _ in range(2):
+        for slot in range(3):
+            strengths[slot] += gates[slot] * (1 - read(slot, strengths))
+    measured = write_memory_sequentially(tf.constant(keys), tf.constant(values), tf.constant(gates), 2,
+                                         temperature, empty)
+    np.testing.assert_allclose(measured, strengths, rtol=1e-6)
+    one_pass = write_memory_sequentially(tf.constant(keys), tf.constant(values), tf.constant(gates), 1,
+                                         temperature, empty).numpy()
+    assert one_pass[1] < 0.5 * one_pass[0], "the repeated example is already predicted: a weak write"
+    parallel = write_memory(tf.constant(keys), tf.constant(values), tf.constant(gates), 1, temperature, empty)
+    np.testing.assert_allclose(parallel, gates * 0.5)  # the parallel first pass: equal strengths, gate · (1 − 1/2)
+
+
+def test_sequential_write_order_trains_and_round_trips(tmp_path):
+    model = MemoryNetwork(identity_backbone(), write_order="sequential")
+    batch = toy_task()
+    model.compile(keras.optimizers.Adam(1e-2))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model.meta_batch_learn(batch, training=True)[0])
+    gradients = tape.gradient(loss, model.trainable_variables)
+    assert all(gradient is not None for gradient in gradients), "gradients flow through the write loop"
+    model.save(tmp_path / "memory.keras")
+    reloaded = keras.saving.load_model(tmp_path / "memory.keras")
+    assert reloaded.write_order == "sequential"
+    np.testing.assert_allclose(reloaded.meta_batch_learn(batch, training=False)[1],
+                               model.meta_batch_learn(batch, training=False)[1], rtol=1e-6)
+    with pytest.raises(ValueError, match="write_order"):
+        MemoryNetwork(identity_backbone(), write_order="random")

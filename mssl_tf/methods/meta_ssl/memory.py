@@ -54,6 +54,31 @@ def write_memory(keys, values, gates, passes, temperature, empty_score):
     return strengths
 
 
+def write_memory_sequentially(keys, values, gates, passes, temperature, empty_score):
+    """Slot strengths `[slots]` after `passes` passes that write the examples one after another.
+
+    Within a pass, example i is read from the memory as it stands (the slots this pass has written so far and
+    every earlier pass's, its own slot hidden) and `gate · (1 − p(its label))` is added to its slot. Unlike
+    `write_memory`, the first pass is already error-driven: an example the memory already predicts (a second
+    drawing like the first of its class) is written weakly, a surprising one strongly.
+    """
+    slots = tf.shape(keys)[0]
+    strengths = tf.zeros_like(gates)
+    for _ in range(passes):
+        def write_one(index, strengths):
+            hidden = tf.one_hot(index, slots, dtype=strengths.dtype)
+            read = read_memory(keys[index][tf.newaxis], keys, values, strengths * (1.0 - hidden), temperature,
+                               empty_score)
+            surprise = 1.0 - tf.reduce_sum(read[0] * values[index])
+            return index + 1, strengths + hidden * gates[index] * surprise
+
+        _, strengths = tf.while_loop(lambda index, _: index < slots, write_one, (tf.constant(0), strengths))
+    return strengths
+
+
+WRITE_ORDERS = {"parallel": write_memory, "sequential": write_memory_sequentially}
+
+
 @keras.saving.register_keras_serializable(package="mssl_tf")
 class MemoryNetwork(EpisodicModel):
     """Few-shot classification by writing the support set into a key–value memory and reading it with queries.
@@ -65,6 +90,9 @@ class MemoryNetwork(EpisodicModel):
         write_passes: error-driven write passes during meta-training.
         evaluation_write_passes: passes when evaluating (default `write_passes`); 0 leaves the memory empty.
         temperature: initial sharpness of the attention (learned, as its logarithm).
+        write_order: `"parallel"` (every example of a pass read from the previous pass's memory: the first pass
+            writes every slot with gate · (1 − 1/ways), since it reads an empty memory) or `"sequential"` (one
+            example after another within a pass: `write_memory_sequentially`).
 
     Example:
         >>> model = MemoryNetwork(conv4(), write_passes=2)
@@ -73,7 +101,7 @@ class MemoryNetwork(EpisodicModel):
     """
 
     def __init__(self, backbone, key_units=None, write_passes=1, evaluation_write_passes=None, temperature=10.0,
-                 **kwargs):
+                 write_order="parallel", **kwargs):
         super().__init__(backbone, **kwargs)
         feature_dim = int(backbone.output_shape[-1])
         # === Config ===
@@ -82,6 +110,9 @@ class MemoryNetwork(EpisodicModel):
         self.evaluation_write_passes = int(write_passes if evaluation_write_passes is None
                                            else evaluation_write_passes)
         self.temperature = float(temperature)
+        if write_order not in WRITE_ORDERS:
+            raise ValueError(f"write_order must be one of {sorted(WRITE_ORDERS)}, got {write_order!r}")
+        self.write_order = write_order
         # === Layers and memory parameters ===
         initializer = "identity" if self.key_units == feature_dim else "glorot_uniform"
         self.key_projection = keras.layers.Dense(self.key_units, use_bias=False, kernel_initializer=initializer,
@@ -105,7 +136,7 @@ class MemoryNetwork(EpisodicModel):
         support_keys = self.keys(support_features)
         gates = tf.sigmoid(self.write_gate(support_features))[:, 0]
         temperature = tf.exp(self.log_temperature)
-        strengths = write_memory(support_keys, values, gates, passes, temperature, self.empty_score)
+        strengths = WRITE_ORDERS[self.write_order](support_keys, values, gates, passes, temperature, self.empty_score)
         read = read_memory(self.keys(query_features), support_keys, values, strengths, temperature,
                            self.empty_score)
         return tf.math.log(read + 1e-12)
@@ -119,4 +150,5 @@ class MemoryNetwork(EpisodicModel):
 
     def get_config(self):
         return {**super().get_config(), "key_units": self.key_units, "write_passes": self.write_passes,
-                "evaluation_write_passes": self.evaluation_write_passes, "temperature": self.temperature}
+                "evaluation_write_passes": self.evaluation_write_passes, "temperature": self.temperature,
+                "write_order": self.write_order}
