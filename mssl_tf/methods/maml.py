@@ -116,7 +116,7 @@ class MAML(EpisodicModel):
         for _ in range(steps):
             with tf.GradientTape() as tape:
                 tape.watch([fast[path] for path in paths])
-                loss = tf.reduce_sum(task_cross_entropy(labels, logits_fn(fast, images)))
+                loss = self.inner_loss(fast, fast_weights, images, labels, logits_fn)
             gradients = tape.gradient(loss, [fast[path] for path in paths])
             for index, (path, gradient) in enumerate(zip(paths, gradients)):
                 if first_order:
@@ -124,6 +124,10 @@ class MAML(EpisodicModel):
                 rate = self.inner_learning_rates[index] if self.inner_learning_rates else self.inner_learning_rate
                 fast[path] = fast[path] - rate * gradient
         return fast
+
+    def inner_loss(self, fast_weights, initial_weights, images, labels, logits_fn):
+        """The loss an inner step descends, summed over tasks: cross-entropy here (iMAML adds a proximal term)."""
+        return tf.reduce_sum(task_cross_entropy(labels, logits_fn(fast_weights, images)))
 
     def adapt_tasks(self, images, labels, steps, query_images, first_order=None):
         """Adapts to each task of a meta-batch and classifies its queries.
