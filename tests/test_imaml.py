@@ -196,7 +196,7 @@ def float64():
         keras.config.set_dtype_policy(policy)
 
 
-@pytest.mark.slow  # 28 evaluations of a 30-step inner loop in float64: about a minute on 2 busy cores
+@pytest.mark.slow  # 28 evaluations of a 30-step float64 inner loop, traced: about 20 s on 2 busy cores
 def test_dense_network_meta_gradient_matches_finite_differences_through_the_converged_inner_loop(float64):
     """A tanh hidden layer (non-convex inner problem, made locally convex by λ): the model's own proximal inner loop,
     run to convergence, differentiated by central finite differences (float64), against the implicit gradient."""

@@ -4,7 +4,7 @@ Prints a JSON line per method (tests/workers/replica_check.py). A separate proce
 be configured before TensorFlow initializes.
 
 Negative controls (`*_bug` entries, tests/workers/replica_bugs.py) forget the 1/replicas scaling, once in the
-shared episodic step (ProtoNet) and once in Reptile's own step: the comparison must fail on them.
+shared episodic step (ProtoNet), once in Reptile's own step and once in iMAML's: the comparison must fail on them.
 """
 
 import os
@@ -30,11 +30,13 @@ OPTIONS = {
     "fomaml": {"ways": 5, "inner_steps": 1, "inner_learning_rate": 0.4},
     "metasgd": {"ways": 5, "inner_steps": 1, "inner_learning_rate": 0.4},
     "reptile": {"ways": 5, "inner_steps": 2, "inner_learning_rate": 0.1},
+    "imaml": {"ways": 5, "inner_steps": 2, "inner_learning_rate": 0.1, "cg_steps": 2},
 }
 BUGS = {
     "protonet_unscaled_loss_bug": (replica_bugs.ProtoNetUnscaledLoss, OPTIONS["protonet"]),
     "reptile_unscaled_direction_bug": (replica_bugs.ReptileUnscaledDirection,
                                        {**OPTIONS["reptile"], "first_order": True}),
+    "imaml_unscaled_gradient_bug": (replica_bugs.IMAMLUnscaledGradient, OPTIONS["imaml"]),
 }
 
 

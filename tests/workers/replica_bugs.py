@@ -7,7 +7,7 @@ the step scripts, after they configure their devices.
 
 import tensorflow as tf
 
-from mssl_tf.methods import MAML, ProtoNet, Reptile
+from mssl_tf.methods import IMAML, MAML, ProtoNet, Reptile
 from mssl_tf.methods.episodic import task_cross_entropy
 from mssl_tf.methods.meta_ssl import HyperNetwork, MemoryNetwork
 
@@ -53,6 +53,18 @@ class ReptileUnscaledDirection(Reptile):
         fast, logits = self.adapt_tasks(images, labels, self.inner_steps, data["query_images"], first_order=True)
         directions = [variable.value - tf.reduce_mean(fast[variable.path], axis=0) for variable in self.adapted_variables]
         self.optimizer.apply_gradients(zip(directions, self.adapted_variables))
+        return self.update_trackers(
+            tf.reduce_mean(task_cross_entropy(data["query_labels"], logits)), logits, data["query_labels"]
+        )
+
+
+class IMAMLUnscaledGradient(IMAML):
+    """iMAML whose implicit meta-gradient is not divided by the replica count: summed over 2 replicas, the step is
+    the sum of the replicas' task means instead of the mean over all tasks."""
+
+    def train_step(self, data):
+        gradients, logits = self.meta_gradients(data)
+        self.optimizer.apply_gradients(zip(gradients, self.adapted_variables))
         return self.update_trackers(
             tf.reduce_mean(task_cross_entropy(data["query_labels"], logits)), logits, data["query_labels"]
         )
