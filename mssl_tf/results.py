@@ -138,13 +138,15 @@ def render_adaptation_table(records: list[dict]) -> str:
 
 
 def update_readme(readme: str | Path, results_dir: str | Path) -> str:
-    """Replaces the text between the table markers in `readme` with the tables of `results_dir`'s test records:
-    the results table (required) and the adaptation table (where its markers are)."""
+    """Replaces the text between the table markers in `readme` with the tables of `results_dir`'s Omniglot test
+    records: the results table (required) and the adaptation table (where its markers are). Records of other
+    datasets (e.g. `imagefolder:...`, tabled in benchmarks/README.md) stay out of README's Omniglot tables."""
     path = Path(readme)
     text = path.read_text()
     if TABLE_START not in text or TABLE_END not in text:
         raise ValueError(f"{path} has no results-table markers ({TABLE_START} ... {TABLE_END})")
-    on_test = lambda records: [r for r in records if str(r["split"]).startswith("test")]  # noqa: E731
+    on_test = lambda records: [r for r in records if str(r["split"]).startswith("test")  # noqa: E731
+                               and r.get("dataset", "omniglot") == "omniglot"]
     table = render_table(on_test(read_records(results_dir)), on_test(read_frozen_records(results_dir)))
     text = _replace_between(text, TABLE_START, TABLE_END, table)
     printed = table

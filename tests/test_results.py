@@ -43,3 +43,17 @@ def test_adaptation_table_and_readme_update(tmp_path):
     assert "old" not in text and "| memory-run | simclr | no | 10 min | 90.00 ± 0.50 |" in text
     assert "| memory-run | memory | 5-way 1-shot | 20.00 ± 0.00 | 91.50 ± 0.61 |" in text
     assert text.startswith("a\n") and text.endswith("c\n")
+
+
+def test_readme_tables_hold_omniglot_records_only(tmp_path):
+    records = tmp_path / "records"
+    common = {"episodes": 600, "command": {}, "commit": "x", "ways": 5, "shots": 1}
+    results.write_record(records, "omniglot-run_5w1s", {**record("omniglot-run"), **common, "dataset": "omniglot"})
+    results.write_record(records, "clipart-run_5w1s", {**record("clipart-run"), **common,
+                                                       "dataset": "imagefolder:/usr/share/openclipart/png",
+                                                       "split": "test (seeded class partition)"})
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{results.TABLE_START}\nold\n{results.TABLE_END}\n")
+    results.update_readme(readme, records)
+    text = readme.read_text()
+    assert "| omniglot-run |" in text and "clipart-run" not in text
