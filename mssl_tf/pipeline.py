@@ -72,12 +72,9 @@ def obtain_model(config: PipelineConfig) -> Stage1:
 
         card = zoo.read_card(config.entry)
         print(f"[1/4] loading zoo entry {config.entry} (weights sha256 {card['weights']['sha256'][:12]}…, checked)")
-        spec = of_card(card)
-        settings = card["dataset"].get("data", {}).get("settings", {})
-        options = DatasetOptions(image_size=spec.height, channels=spec.channels,
-                                 min_images=settings.get("min_images", config.min_images))
+        dataset, options = zoo.dataset_of(card)
         return Stage1(zoo.load(config.entry), {"zoo_entry": config.entry, "weights_sha256": card["weights"]["sha256"]},
-                      spec, config.dataset or card["dataset"]["name"], options)
+                      of_card(card), config.dataset or dataset, options)
     from mssl_tf.training import TrainConfig, load_trained, train
     from mssl_tf.training.config import load_classes
 

@@ -141,6 +141,18 @@ def input_spec(name: str, directory: str | os.PathLike | None = None):
     return of_card(read_card(name, directory))
 
 
+def dataset_of(card: dict):
+    """(the `--dataset` name, `DatasetOptions`) an entry was trained and scored on, read as it was then."""
+    from mssl_tf.data.class_splits import DatasetOptions
+    from mssl_tf.input_spec import of_card
+
+    spec = of_card(card)
+    settings = card.get("dataset", {}).get("data", {}).get("settings", {})
+    return card.get("dataset", {}).get("name", "omniglot"), DatasetOptions(
+        image_size=spec.height, channels=spec.channels, min_images=settings.get("min_images", 20),
+        seed=settings.get("seed", 0))
+
+
 def load(name: str, directory: str | os.PathLike | None = None, cache=None) -> keras.Model:
     """Entry `name` as a built Keras model with its pretrained weights (sha256 checked first).
 

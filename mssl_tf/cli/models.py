@@ -71,17 +71,19 @@ def zoo_add_command(args) -> int:
 def zoo_eval_command(args) -> int:
     """Re-measures every metric of a card with its protocol; fails if one falls outside the card's 95% interval."""
     from mssl_tf import zoo
-    from mssl_tf.data import EpisodeSpec, load_split
+    from mssl_tf.data import EpisodeSpec
+    from mssl_tf.data.class_splits import load_class_split
     from mssl_tf.evaluation import evaluate
 
     card = zoo.read_card(args.name)
+    dataset, options = zoo.dataset_of(card)  # the entry's own data, read as it was trained (size, channels)
     model = zoo.load(args.name)
     images_by_split = {}
     failures = 0
     for metric in card["metrics"]:
         split = metric["split"].split()[0]
         if split not in images_by_split:
-            images_by_split[split] = load_split(split, args.data_dir, args.source)
+            images_by_split[split] = load_class_split(dataset, split, args.data_dir, args.source, options)
         result = evaluate(model, images_by_split[split], EpisodeSpec(metric["ways"], metric["shots"],
                                                                       metric["queries"]), metric["episodes"])
         within = abs(result["accuracy"] - metric["accuracy"]) <= metric["ci95"]
