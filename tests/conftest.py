@@ -27,3 +27,35 @@ def labelled_classes(classes=12, drawings=20, size=28):
     rng = np.random.default_rng(0)
     images[:, :, 2:, 2:] = rng.integers(0, 255, [classes, drawings, size - 2, size - 2], dtype=np.uint8)
     return images
+
+
+def central_differences(loss, variables, step):
+    """The gradient of the scalar `loss()` with respect to `variables` by central differences, flattened in order."""
+    numeric = []
+    for variable in variables:
+        original = np.array(variable.numpy())
+        for index in np.ndindex(original.shape):
+            values = []
+            for sign in (1, -1):
+                shifted = original.copy()
+                shifted[index] += sign * step
+                variable.assign(shifted)
+                values.append(float(loss()))
+            variable.assign(original)
+            numeric.append((values[0] - values[1]) / (2 * step))
+    return np.array(numeric)
+
+
+@pytest.fixture
+def float64():
+    """Keras floats in float64 for the test (finite-difference checks), float32 again afterwards."""
+    import keras
+
+    policy = keras.config.dtype_policy()
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    try:
+        yield
+    finally:
+        keras.config.set_floatx("float32")
+        keras.config.set_dtype_policy(policy)

@@ -23,7 +23,7 @@ from mssl_tf.methods import IMAML
 from mssl_tf.methods.episodic import task_cross_entropy
 from mssl_tf.methods.imaml import conjugate_gradient
 from mssl_tf.training import load_trained
-from tests.conftest import labelled_classes
+from tests.conftest import central_differences, labelled_classes
 
 REPOSITORY = Path(__file__).parents[1]
 RATE, LAMBDA = 0.3, 2.0  # λ ≠ 1, so H and H/λ differ; each inner step contracts the error at least 2.5x
@@ -184,18 +184,6 @@ def test_implicit_meta_gradient_matches_the_exact_one_at_convergence():
     assert np.abs(first_order - exact).max() > 0.02
 
 
-@pytest.fixture
-def float64():
-    policy = keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    try:
-        yield
-    finally:
-        keras.config.set_floatx("float32")
-        keras.config.set_dtype_policy(policy)
-
-
 @pytest.mark.slow  # 28 evaluations of a 30-step float64 inner loop, traced: about 20 s on 2 busy cores
 def test_dense_network_meta_gradient_matches_finite_differences_through_the_converged_inner_loop(float64):
     """A tanh hidden layer (non-convex inner problem, made locally convex by λ): the model's own proximal inner loop,
@@ -209,19 +197,7 @@ def test_dense_network_meta_gradient_matches_finite_differences_through_the_conv
     batch = {key: tf.cast(value, tf.float64) if "images" in key else value for key, value in batch.items()}
     meta_loss = tf.function(lambda: tf.reduce_mean(model.meta_batch_learn(batch, training=True)[0]))
     measured = np.concatenate([g.numpy().ravel() for g in model.meta_gradients(batch)[0]])
-    numeric, step = [], 1e-6
-    for variable in model.adapted_variables:
-        original = np.array(variable.numpy())
-        for index in np.ndindex(original.shape):
-            values = []
-            for sign in (1, -1):
-                shifted = original.copy()
-                shifted[index] += sign * step
-                variable.assign(shifted)
-                values.append(float(meta_loss()))
-            variable.assign(original)
-            numeric.append((values[0] - values[1]) / (2 * step))
-    numeric = np.array(numeric)
+    numeric = central_differences(meta_loss, model.adapted_variables, 1e-6)
     np.testing.assert_allclose(measured, numeric, rtol=1e-5, atol=1e-8)
 
 

@@ -16,6 +16,7 @@ from mssl_tf.methods import MAML, ProtoNet
 from mssl_tf.methods.meta_ssl import HyperNetwork, MemoryNetwork, adaptation_steps
 from mssl_tf.methods.meta_ssl.memory import read_memory, write_memory
 from mssl_tf.training import load_trained
+from tests.conftest import central_differences
 
 
 def identity_backbone(dimensions=4):
@@ -146,18 +147,6 @@ def test_maml_inner_steps_move_queries_to_their_support_labels():
 
 
 # === Second-order meta-gradients against central finite differences (float64) ===
-@pytest.fixture
-def float64():
-    policy = keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    try:
-        yield
-    finally:
-        keras.config.set_floatx("float32")
-        keras.config.set_dtype_policy(policy)
-
-
 def check_meta_gradient(model, batch, first_order_model):
     def meta_loss():
         return tf.reduce_mean(model.meta_batch_learn(batch, training=True)[0])
@@ -166,19 +155,7 @@ def check_meta_gradient(model, batch, first_order_model):
     with tf.GradientTape() as tape:
         loss = meta_loss()
     analytic = np.concatenate([g.numpy().ravel() for g in tape.gradient(loss, variables)])
-    numeric, step = [], 1e-5
-    for variable in variables:
-        original = np.array(variable.numpy())
-        for index in np.ndindex(original.shape):
-            values = []
-            for sign in (1, -1):
-                shifted = original.copy()
-                shifted[index] += sign * step
-                variable.assign(shifted)
-                values.append(float(meta_loss()))
-            variable.assign(original)
-            numeric.append((values[0] - values[1]) / (2 * step))
-    numeric = np.array(numeric)
+    numeric = central_differences(meta_loss, variables, 1e-5)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
     first_order_model.set_weights(model.get_weights())
     with tf.GradientTape() as tape:

@@ -37,8 +37,10 @@ UNTRAINED = {  # registry name → options (random initialization: the adaptatio
     "metasgd": {"ways": 5, "inner_steps": 1, "evaluation_inner_steps": 2, "inner_learning_rate": 0.4},
     "hypernetwork": {"inner_steps": 1, "evaluation_inner_steps": 2},
 }
-ADAPTING = ("maml", "memory")
-SLOW = ("anil", "metasgd")  # MAML's code path with other adapted variables: in the slow run (each export ~20 s)  # trained entries whose own adaptation beats nearest prototype on their features
+ADAPTING = ("maml", "memory")  # trained entries whose own adaptation beats nearest prototype on their features
+# One family member each runs by default (metric: ProtoNet; optimization: MAML; memory; network; self-supervised);
+# the others of a family share its code path and run with the slow checks (an export takes 10-20 s).
+SLOW = ("anil", "metasgd", "matching", "siamese", "relation")
 
 
 @pytest.fixture(scope="module")

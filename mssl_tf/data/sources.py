@@ -198,14 +198,19 @@ def read_cifar10_python_batch(handle: IO[bytes], name: str = "batch") -> tuple[n
     The pickle is a dict with `b"data"`, uint8 `[n, 3072]`: per row the red, green, then blue 32x32 plane,
     each row-major; and `b"labels"`, n integers in 0..9.
     """
+    return _read_cifar_pickle(handle, f"CIFAR-10 {name}", b"labels", 10)
+
+
+def _read_cifar_pickle(handle: IO[bytes], name: str, label_key: bytes, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The CIFAR-10 and CIFAR-100 python batches: `b"data"` uint8 `[n, 3072]` and integer labels at `label_key`."""
     batch = _ArrayUnpickler(handle, encoding="bytes").load()
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise ValueError(f"CIFAR-10 {name}: expected a pickled dict with b'data' and b'labels'")
+    if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+        raise ValueError(f"{name}: expected a pickled dict with b'data' and {label_key!r}")
     data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    labels = np.asarray(batch[label_key], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * CIFAR10_SIZE**2 or len(labels) != len(data):
-        raise ValueError(f"CIFAR-10 {name}: data {data.shape} and {len(labels)} labels; expected [n, 3072] and n")
-    return _cifar10_images(data), _checked_labels(labels, name, 10)
+        raise ValueError(f"{name}: data {data.shape} and {len(labels)} labels; expected [n, 3072] and n")
+    return _cifar10_images(data), _checked_labels(labels, name, classes)
 
 
 def read_cifar10_binary_batch(data: bytes, name: str = "batch") -> tuple[np.ndarray, np.ndarray]:
@@ -296,14 +301,7 @@ def read_cifar100_python(handle: IO[bytes], name: str = "train") -> tuple[np.nda
     The pickle is a dict with `b"data"` (uint8 `[n, 3072]`, rows as in CIFAR-10), `b"fine_labels"` (0..99),
     `b"coarse_labels"` (0..19) and `b"filenames"`.
     """
-    batch = _ArrayUnpickler(handle, encoding="bytes").load()
-    if not isinstance(batch, dict) or b"data" not in batch or b"fine_labels" not in batch:
-        raise ValueError(f"CIFAR-100 {name}: expected a pickled dict with b'data' and b'fine_labels'")
-    data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[b"fine_labels"], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * CIFAR10_SIZE**2 or len(labels) != len(data):
-        raise ValueError(f"CIFAR-100 {name}: data {data.shape} and {len(labels)} labels; expected [n, 3072] and n")
-    return _cifar10_images(data), _checked_labels(labels, f"CIFAR-100 {name}", 100)
+    return _read_cifar_pickle(handle, f"CIFAR-100 {name}", b"fine_labels", 100)
 
 
 def read_cifar100_meta(handle: IO[bytes]) -> tuple[str, ...]:
