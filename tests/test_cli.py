@@ -72,7 +72,8 @@ def test_pipeline_loads_exports_serves_and_queries(tmp_path, omniglot_dir, capsy
     """The main job from the zoo: export, a real server on 127.0.0.1, embeddings equal to in-process ones."""
     from mssl_tf.pipeline import PipelineConfig, run
 
-    summary = run(PipelineConfig(export_dir=str(tmp_path / "export"), episodes=20, data_dir=str(omniglot_dir)))
+    summary = run(PipelineConfig(export_dir=str(tmp_path / "export"), episodes=20, file_episodes=5,
+                                 data_dir=str(omniglot_dir)))
     assert (tmp_path / "export" / "omniglot-encoder" / "1" / "saved_model.pb").is_file()
     assert summary["embeddings_shape"] == [64, 64]
     assert summary["grpc_max_abs_difference"] < 1e-5 and summary["rest_max_abs_difference"] < 1e-5
@@ -81,6 +82,7 @@ def test_pipeline_loads_exports_serves_and_queries(tmp_path, omniglot_dir, capsy
     assert "[4/4]" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # the training path also runs by default on a folder (tests/test_pipeline_images.py)
 def test_pipeline_trains_then_reuses_the_trained_model(tmp_path, omniglot_dir, capsys):
     workdir = tmp_path / "pipeline"
     arguments = ["pipeline", "--train", "--data-dir", str(omniglot_dir), "--workdir", str(workdir), "--minutes",
