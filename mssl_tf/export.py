@@ -42,15 +42,12 @@ SIGNATURES = ("serving_default", "embed_float", "embed_png", "few_shot", "few_sh
 
 
 def model_input_spec(model: keras.Model, spec: InputSpec | dict | None = None) -> InputSpec:
-    """`spec` (an `InputSpec` or its recorded dict), else the one a training run stored on the model, else the
-    spec inferred from the encoder's input shape (`mssl_tf.input_spec.inferred`)."""
+    """`spec` (an `InputSpec` or its recorded dict), else the spec inferred from the encoder's input shape
+    (`mssl_tf.input_spec.inferred`)."""
     if isinstance(spec, InputSpec):
         return spec
     if spec:
         return InputSpec.from_dict(spec)
-    recorded = getattr(model, "input_spec_record", None)
-    if recorded:
-        return InputSpec.from_dict(recorded)
     return input_specs.inferred(encoder_of(model).input_shape[1:])
 
 
@@ -161,8 +158,8 @@ def export_model(
         warmup: write `assets.extra/tf_serving_warmup_requests` (needs the `serving` extra).
         overwrite: replace an existing version instead of raising `FileExistsError`.
         provenance: extra facts stored in `assets.extra/mssl_tf.json` (e.g. the zoo card or training command).
-        spec: the model's `InputSpec` (or its recorded dict); default: the one its training run recorded, else
-            inferred from the encoder's input shape.
+        spec: the model's `InputSpec` (or its recorded dict); default: inferred from the encoder's input shape
+            (`mssl-tf export` and the pipeline pass the run's or the card's own).
 
     Returns:
         The version directory.
