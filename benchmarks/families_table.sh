@@ -1,0 +1,91 @@
+#!/bin/bash
+# Issue 12's table: a supervised Omniglot row for every registered meta-learner that had none, under the budget of
+# the existing supervised rows (protonet-/maml-conv4-omniglot-supervised-10min): 10 minutes of training time
+# (validation time excluded), seed 0, Vinyals train split, run one after another at normal priority (other work on
+# the machine at `nice -n 19`; each run's start and end load average is printed). Resumable: a killed training
+# continues from its backup (`--backup-dir`) when the same command is run again; a record that exists is skipped.
+# Metric learners train like the ProtoNet row (60-way 1-shot 5-query); the fixed-width optimization learners like
+# the MAML row (5-way 1-shot 5-query, meta-batch 32), and their evaluation inner steps are chosen on the validation
+# split (600 episodes, 5-way 1-shot, 1/3/5/10 steps), never on the test split.
+# Usage: bash benchmarks/families_table.sh [run:RUN | train:RUN | val:RUN | test:RUN ...]  (no argument: every run)
+# The recorded rows ran from a clean checkout of one commit (MSSL_TF="env PYTHONPATH=<checkout> .venv/bin/mssl-tf"),
+# as their records' `commit` says.
+set -u
+cd "$(dirname "$0")/.."
+M=${MSSL_TF:-.venv/bin/mssl-tf}
+OUT=runs/families
+RESULTS=benchmarks/results
+COMMON="--minutes 10 --steps 100000 --steps-per-epoch 250 --validate-episodes 200 --seed 0"
+METRIC="--ways 60 --shots 1 --queries 5"
+FIXED_WIDTH="--ways 5 --shots 1 --queries 5 --meta-batch 32 --halve-every 0 --evaluation-inner-steps 3"
+mkdir -p $OUT
+
+declare -A FLAGS=(
+  [matching-conv4-omniglot-supervised-10min]="--method matching $METRIC"
+  [siamese-conv4-omniglot-supervised-10min]="--method siamese $METRIC"
+  [relation-conv4-omniglot-supervised-10min]="--method relation $METRIC"
+  [fomaml-conv4-omniglot-supervised-10min]="--method fomaml $FIXED_WIDTH --inner-steps 1 --inner-learning-rate 0.4"
+  [metasgd-conv4-omniglot-supervised-10min]="--method metasgd $FIXED_WIDTH --inner-steps 1 --inner-learning-rate 0.4"
+  [anil-conv4-omniglot-supervised-10min]="--method anil $FIXED_WIDTH --inner-steps 1 --inner-learning-rate 0.4"
+  [reptile-conv4-omniglot-supervised-10min]="--method reptile $FIXED_WIDTH --inner-steps 5 --inner-learning-rate 0.1"
+  [imaml-conv4-omniglot-supervised-10min]="--method imaml $FIXED_WIDTH --inner-steps 5 --inner-learning-rate 0.1"
+)
+METRIC_RUNS="matching-conv4-omniglot-supervised-10min siamese-conv4-omniglot-supervised-10min
+  relation-conv4-omniglot-supervised-10min"
+FIXED_WIDTH_RUNS="fomaml-conv4-omniglot-supervised-10min metasgd-conv4-omniglot-supervised-10min
+  anil-conv4-omniglot-supervised-10min reptile-conv4-omniglot-supervised-10min imaml-conv4-omniglot-supervised-10min"
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+train() {  # train NAME
+  local name=$1
+  [ -f $OUT/$name/model.keras ] && return
+  echo "=== train $name $(date -u +%T) load $(load)"
+  $M train ${FLAGS[$name]} $COMMON --output $OUT/$name --backup-dir $OUT/$name/backup > $OUT/$name.log 2>&1 \
+    || { echo "training failed: $OUT/$name.log"; return 1; }
+  echo "    $(grep '^trained' $OUT/$name.log) — finished $(date -u +%T) load $(load)"
+}
+
+validate() {  # validate NAME: accuracy after 1, 3, 5 and 10 inner steps on 600 validation episodes (5-way 1-shot)
+  [ -f $RESULTS/$1-val_5w1s_adaptation.json ] || $M eval $OUT/$1 --split val --settings 5w1s --episodes 600 \
+    --adaptation-steps 1,3,5,10 --results-dir $RESULTS --run-name $1-val >> $OUT/$1.log 2>&1
+}
+
+chosen_steps() {  # chosen_steps NAME: the inner steps with the best validation accuracy (fewer steps on a tie)
+  .venv/bin/python - "$RESULTS/$1-val_5w1s_adaptation.json" <<'EOF'
+import json, sys
+points = json.load(open(sys.argv[1]))["adaptation"]
+print(max(points, key=lambda point: (point["accuracy"], -point["steps"]))["steps"])
+EOF
+}
+
+test_row() {  # test_row NAME: 600 test episodes per setting, then the kNN and linear probes (1692-way)
+  local name=$1 settings=5w1s,5w5s,20w1s,20w5s extra=""
+  if [[ " $FIXED_WIDTH_RUNS " == *" $name "* ]]; then
+    validate $name
+    settings=5w1s,5w5s extra="--evaluation-inner-steps $(chosen_steps $name)"
+  fi
+  echo "=== test $name $extra $(date -u +%T) load $(load)"
+  for setting in ${settings//,/ }; do
+    [ -f $RESULTS/${name}_$setting.json ] || $M eval $OUT/$name --settings $setting --episodes 600 $extra \
+      --results-dir $RESULTS --run-name $name >> $OUT/$name.log 2>&1
+  done
+  for protocol in knn linear; do
+    [ -f $RESULTS/${name}_$protocol.json ] || $M eval $OUT/$name --protocol $protocol --results-dir $RESULTS \
+      --run-name $name >> $OUT/$name.log 2>&1
+  done
+  grep -E "^[0-9]+-way|^knn|^linear" $OUT/$name.log | tail -6 | sed "s/^/    /"
+}
+
+if [ $# -eq 0 ]; then
+  for name in $METRIC_RUNS $FIXED_WIDTH_RUNS; do train $name && test_row $name; done
+fi
+for phase in "$@"; do
+  case $phase in
+    train:*) train ${phase#train:} ;;
+    val:*) validate ${phase#val:} ;;
+    test:*) test_row ${phase#test:} ;;
+    run:*) train ${phase#run:} && test_row ${phase#run:} ;;
+    *) echo "unknown phase $phase (run:RUN, train:RUN, val:RUN or test:RUN)"; exit 2 ;;
+  esac
+done
+echo "=== done $(date -u +%T)"
