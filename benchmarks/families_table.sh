@@ -58,7 +58,7 @@ print(max(points, key=lambda point: (point["accuracy"], -point["steps"]))["steps
 EOF
 }
 
-test_row() {  # test_row NAME: 600 test episodes per setting, then the kNN and linear probes (1692-way)
+test_row() {  # test_row NAME: 600 test episodes per setting, then the kNN and linear probes (1692-way; FROZEN_PROTOCOLS="" skips them)
   local name=$1 settings=5w1s,5w5s,20w1s,20w5s extra=""
   if [[ " $FIXED_WIDTH_RUNS " == *" $name "* ]]; then
     validate $name
@@ -69,7 +69,7 @@ test_row() {  # test_row NAME: 600 test episodes per setting, then the kNN and l
     [ -f $RESULTS/${name}_$setting.json ] || $M eval $OUT/$name --settings $setting --episodes 600 $extra \
       --results-dir $RESULTS --run-name $name >> $OUT/$name.log 2>&1
   done
-  for protocol in knn linear; do
+  for protocol in ${FROZEN_PROTOCOLS-knn linear}; do
     [ -f $RESULTS/${name}_$protocol.json ] || $M eval $OUT/$name --protocol $protocol --results-dir $RESULTS \
       --run-name $name >> $OUT/$name.log 2>&1
   done
