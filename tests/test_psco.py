@@ -155,6 +155,37 @@ def test_step_updates_the_momentum_network_then_enqueues_its_keys_of_the_second_
                                rtol=1e-4, atol=1e-5)
 
 
+def test_heads_evaluation_is_the_papers_cosine_prototypes_of_projections_against_predictions():
+    keras.utils.set_random_seed(0)
+    model = PsCo(identity_backbone(), evaluation="heads", support_temperature=0.5, hidden_units=[8],
+                 projection_units=4)
+    rng = np.random.default_rng(4)
+    support = rng.normal(size=(2, 6, 4)).astype(np.float32)
+    support_labels = np.tile([0, 1, 2, 0, 1, 2], [2, 1]).astype(np.int32)
+    queries = rng.normal(size=(2, 5, 4)).astype(np.float32)
+
+    def normalize(x):
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    expected = []
+    for task in range(2):
+        projections = normalize(model.projector(support[task]).numpy())
+        prototypes = normalize(np.stack([projections[support_labels[task] == c].mean(axis=0) for c in range(3)]))
+        predictions = normalize(model.predictor(model.projector(queries[task])).numpy())
+        expected.append(predictions @ prototypes.T / 0.5)
+    batch = {"support_images": support, "support_labels": support_labels, "query_images": queries,
+             "query_labels": np.zeros([2, 5], np.int32)}
+    _, logits = model.meta_batch_learn(batch)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.few_shot_logits(support[1], support_labels[1], queries[1]), expected[1],
+                               rtol=1e-5, atol=1e-6)
+    backbone_logits = PsCo.from_config({**model.get_config(), "evaluation": "backbone"}).few_shot_logits(
+        support[1], support_labels[1], queries[1])
+    assert np.abs(np.asarray(backbone_logits) - expected[1]).max() > 0.05
+    with pytest.raises(ValueError, match="evaluation"):
+        PsCo(identity_backbone(), evaluation="momentum")
+
+
 # === Learning ===
 # A known-easy set where a random encoder is at chance: 8 classes, each a unit vector in 4 "signal" dimensions, plus
 # 12 nuisance dimensions of unit Gaussian noise drawn afresh for every view and every drawing (the augmentation).

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from mssl_tf.heads import prediction_head
 from mssl_tf.losses import infonce, replicas, sinkhorn, supervised_contrastive, top_assignments
+from mssl_tf.methods.episodic import task_cross_entropy
 from mssl_tf.methods.ssl.base import update_moving_average
 from mssl_tf.methods.ssl.moco import MoCo
 
@@ -47,10 +48,12 @@ class PsCo(MoCo):
         last BN without affine parameters), and the key network's batch-norm moving statistics are its own (the
         reference copies the online buffers; they only matter in inference mode, which training never uses).
       - The Conv-4 here pools to 1×1×64 on 28×28 (the reference's ceil-mode pooling gives 2×2×64 = 256-d).
-      - Evaluation: like every `SSLModel`, nearest prototype (squared Euclidean) on the frozen online backbone's
-        features. The paper scores cosine prototypes of projector outputs (support) against predictor outputs
-        (queries) of the online network, and for cross-domain tasks fine-tunes the heads on the support set
-        (50 SGD steps); neither is done here.
+      - Evaluation: by default (`evaluation="backbone"`) like every `SSLModel`, nearest prototype (squared
+        Euclidean) on the frozen online backbone's features. `evaluation="heads"` is the paper's protocol
+        ("supcon"): cosine between the predictor's outputs for the queries and the normalized mean of the
+        projector's outputs for each class's support, all online and in inference mode (logits divided by
+        τ_support). The paper's fine-tuning of the heads on the support set (cross-domain tasks, 50 SGD steps) is
+        not done here.
 
     Args:
         backbone: images → features.
@@ -65,14 +68,17 @@ class PsCo(MoCo):
         hidden_units: hidden widths of the projector and of the predictor.
         projection_units: projection (and prediction) width.
         seed: seed of the queue's initial entries and of the key-batch permutations.
+        evaluation: few-shot scoring, "backbone" (nearest prototype on backbone features) or "heads" (the paper's
+            cosine prototypes of projector outputs against predictor outputs).
         probe_classes: classes of the online linear probe (0: none).
     """
 
     PROJECTOR_OPTIONS = {"batch_norm": True}
+    EVALUATIONS = ("backbone", "heads")
 
     def __init__(self, backbone, temperature=0.2, support_temperature=1.0, momentum=0.99, queue_size=16384, shots=1,
                  sinkhorn_epsilon=0.05, sinkhorn_iterations=3, batch_norm_groups=1, hidden_units=(4096,),
-                 projection_units=256, seed=0, probe_classes=0, **kwargs):
+                 projection_units=256, seed=0, evaluation="backbone", probe_classes=0, **kwargs):
         super().__init__(backbone, temperature=temperature, momentum=momentum, queue_size=queue_size,
                          batch_norm_groups=batch_norm_groups, hidden_units=hidden_units,
                          projection_units=projection_units, seed=seed, probe_classes=probe_classes, **kwargs)
@@ -80,6 +86,9 @@ class PsCo(MoCo):
         self.sinkhorn_epsilon, self.sinkhorn_iterations = float(sinkhorn_epsilon), int(sinkhorn_iterations)
         if not 1 <= self.shots <= self.queue_size:
             raise ValueError(f"shots={self.shots} must be between 1 and queue_size={self.queue_size}")
+        if evaluation not in self.EVALUATIONS:
+            raise ValueError(f"evaluation={evaluation!r} is not one of {self.EVALUATIONS}")
+        self.evaluation = evaluation
         self.predictor = prediction_head(self.projection_units, self.hidden_units)
 
     def pseudo_task(self, all_keys):
@@ -110,6 +119,34 @@ class PsCo(MoCo):
             self.enqueue(all_keys)
         return loss, features
 
+    # === Few-shot evaluation ===
+    def head_logits(self, support_images, support_labels, query_images):
+        """The paper's scoring of one task: cosine(predictor(query), normalized mean projector(support)) / τ."""
+        support = tf.shape(support_images)[0]
+        features = self.backbone(tf.concat([support_images, query_images], axis=0), training=False)
+        projections = self.projector(features, training=False)
+        queries = tf.math.l2_normalize(self.predictor(projections[support:], training=False), axis=-1)
+        ways = tf.reduce_max(support_labels) + 1
+        prototypes = tf.math.unsorted_segment_mean(tf.math.l2_normalize(projections[:support], axis=-1),
+                                                   support_labels, ways)
+        prototypes = tf.math.l2_normalize(prototypes, axis=-1)
+        return tf.stop_gradient(tf.matmul(queries, prototypes, transpose_b=True) / self.support_temperature)
+
+    def meta_batch_learn(self, batch, training=False):
+        if self.evaluation == "backbone":
+            return super().meta_batch_learn(batch, training)
+        logits = tf.stack([
+            self.head_logits(batch["support_images"][task], batch["support_labels"][task], batch["query_images"][task])
+            for task in range(batch["support_images"].shape[0])
+        ])
+        return task_cross_entropy(batch["query_labels"], logits), logits
+
+    def few_shot_logits(self, support_images, support_labels, query_images):
+        if self.evaluation == "backbone":
+            return super().few_shot_logits(support_images, support_labels, query_images)
+        return self.head_logits(support_images, support_labels, query_images)
+
     def get_config(self):
         return {**super().get_config(), "support_temperature": self.support_temperature, "shots": self.shots,
-                "sinkhorn_epsilon": self.sinkhorn_epsilon, "sinkhorn_iterations": self.sinkhorn_iterations}
+                "sinkhorn_epsilon": self.sinkhorn_epsilon, "sinkhorn_iterations": self.sinkhorn_iterations,
+                "evaluation": self.evaluation}
