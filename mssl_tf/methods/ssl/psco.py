@@ -34,7 +34,7 @@ class PsCo(MoCo):
     16384, projector [Dense 4096, BN, ReLU, Dense 256], predictor [Dense 4096, BN, ReLU, Dense 256], keys from the
     second view. The reference trains 400 epochs with SGD (lr 0.03·batch/256, momentum 0.9, weight decay 5e-4,
     cosine schedule), batch 256; its Omniglot views are both RandomResizedCrop(28, scale 0.2-1) + horizontal flip
-    (its "strong" and "weak" views are the same on Omniglot), over the 4800 rotation-augmented training classes.
+    (its "strong" and "weak" views are the same on Omniglot), over the training characters in 4 rotations.
 
     What differs here:
       - Distribution: Sinkhorn, the top-K shots and the task's negatives use the *global* batch (keys all-gathered,
