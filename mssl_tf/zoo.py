@@ -183,6 +183,8 @@ PAPERS = {
     "simclr": "Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, ICML 2020, "
               "arXiv:2002.05709",
     "moco": "Chen et al., Improved Baselines with Momentum Contrastive Learning, arXiv:2003.04297",
+    "psco": "Jang, Hwang, Shin & Kim, Unsupervised Meta-learning via Few-shot Pseudo-supervised Contrastive "
+            "Learning, ICLR 2023, arXiv:2303.00996",
     "byol": "Grill et al., Bootstrap Your Own Latent, NeurIPS 2020, arXiv:2006.07733",
     "simsiam": "Chen & He, Exploring Simple Siamese Representation Learning, CVPR 2021, arXiv:2011.10566",
     "barlow_twins": "Zbontar et al., Barlow Twins, ICML 2021, arXiv:2103.03230",

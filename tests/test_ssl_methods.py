@@ -30,6 +30,7 @@ SMALL = {"hidden_units": [64], "projection_units": 32}
 OPTIONS = {
     "simclr": SMALL,
     "moco": {**SMALL, "queue_size": 64},
+    "psco": {**SMALL, "queue_size": 64, "shots": 2, "evaluation": "heads"},
     "byol": {**SMALL, "total_steps": 10},
     "simsiam": {**SMALL, "predictor_units": 16},
     "barlow_twins": SMALL,

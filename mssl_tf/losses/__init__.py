@@ -5,6 +5,8 @@ from mssl_tf.losses.byol import byol_loss, symmetric_byol_loss
 from mssl_tf.losses.infonce import infonce
 from mssl_tf.losses.nt_xent import nt_xent
 from mssl_tf.losses.simsiam import negative_cosine, simsiam_loss
+from mssl_tf.losses.sinkhorn import sinkhorn, top_assignments
+from mssl_tf.losses.supervised_contrastive import supervised_contrastive
 from mssl_tf.losses.transformation import transformation_prediction_loss
 
 __all__ = [
@@ -15,6 +17,9 @@ __all__ = [
     "negative_cosine",
     "nt_xent",
     "simsiam_loss",
+    "sinkhorn",
+    "supervised_contrastive",
     "symmetric_byol_loss",
+    "top_assignments",
     "transformation_prediction_loss",
 ]

@@ -11,14 +11,15 @@ make the two runs differ for a reason that is not a bug. The comparison is made 
   - for the backbone, Conv-4 with synchronized batch norm (`synchronized_batch_norm`), i.e. global-batch
     statistics on both sides; the methods' own cross-replica code (gathered negatives, all-reduced
     cross-correlation, replica loss scaling) is then the only thing that can make the runs differ;
-  - MoCo keeps the plain per-call batch norm: its guard, shuffled BN over `batch_norm_groups` = 2 fixed groups of
-    the global batch, is exactly what is under test (1 replica encodes 2 groups; 2 replicas encode 1 group each,
-    the same groups), including the cross-replica permutation of the key batch.
+  - MoCo and PsCo keep the plain per-call batch norm: their guard, shuffled BN over `batch_norm_groups` = 2 fixed
+    groups of the global batch, is exactly what is under test (1 replica encodes 2 groups; 2 replicas encode 1 group
+    each, the same groups), including the cross-replica permutation of the key batch.
 Moving statistics are updated once per group call, so they legitimately differ and are not compared.
 
 Negative controls (`*_bug` entries) re-create the classic distributed bugs and must make the runs differ:
-SimCLR with negatives from this replica only, MoCo enqueueing only this replica's keys, and Barlow Twins whose
-gradient is the world size times too large (the full global loss on every replica, no 1/replicas scaling).
+SimCLR with negatives from this replica only, MoCo enqueueing only this replica's keys, PsCo building its
+pseudo-labelled task (Sinkhorn, shots, negatives) from this replica's keys only, and Barlow Twins whose gradient is
+the world size times too large (the full global loss on every replica, no 1/replicas scaling).
 """
 
 import os
@@ -36,9 +37,9 @@ import tensorflow as tf  # noqa: E402
 import mssl_tf  # noqa: E402
 from mssl_tf.data import load_split  # noqa: E402
 from mssl_tf.data.views import flatten_classes, multi_view_dataset  # noqa: E402
-from mssl_tf.losses import nt_xent  # noqa: E402
+from mssl_tf.losses import nt_xent, replicas, supervised_contrastive  # noqa: E402
 from mssl_tf.methods.base import replica_count  # noqa: E402
-from mssl_tf.methods.ssl import BarlowTwins, MoCo, SimCLR, synchronized_batch_norm  # noqa: E402
+from mssl_tf.methods.ssl import BarlowTwins, MoCo, PsCo, SimCLR, synchronized_batch_norm  # noqa: E402
 from tests.workers.replica_check import fit_from, report  # noqa: E402
 
 
@@ -56,6 +57,16 @@ class MoCoLocalQueue(MoCo):
         return keys, keys
 
 
+class PsCoLocalTask(PsCo):
+    """Sinkhorn, the shots and the task's negatives from this replica's keys only (an N/R-way task per replica)."""
+
+    def pseudo_supervised_loss(self, queries, all_keys):
+        local = tf.shape(queries)[0]
+        offset = replicas.replica_offset(local)
+        support, support_labels = self.pseudo_task(all_keys[offset : offset + local])
+        return supervised_contrastive(queries, tf.range(local), support, support_labels, self.support_temperature)
+
+
 class BarlowTwinsWorldSize(BarlowTwins):
     def compute_ssl_loss(self, views, training):
         loss, features = super().compute_ssl_loss(views, training)
@@ -66,6 +77,7 @@ SMALL = {"hidden_units": [32], "projection_units": 16}
 OPTIONS = {
     "simclr": {**SMALL},
     "moco": {**SMALL, "queue_size": 32, "batch_norm_groups": 2, "momentum": 0.9},
+    "psco": {**SMALL, "queue_size": 32, "batch_norm_groups": 2, "momentum": 0.9, "shots": 2},
     "byol": {**SMALL, "total_steps": 4, "base_decay": 0.9},
     "simsiam": {**SMALL, "predictor_units": 8},
     "barlow_twins": {**SMALL},
@@ -74,6 +86,7 @@ OPTIONS = {
 BUGS = {
     "simclr_local_negatives_bug": (SimCLRLocalNegatives, OPTIONS["simclr"]),
     "moco_local_queue_bug": (MoCoLocalQueue, OPTIONS["moco"]),
+    "psco_local_task_bug": (PsCoLocalTask, OPTIONS["psco"]),
     "barlow_twins_world_size_bug": (BarlowTwinsWorldSize, OPTIONS["barlow_twins"]),
 }
 
@@ -84,7 +97,7 @@ def build(name):
     else:
         cls, options = mssl_tf.METHODS[name][0], OPTIONS[name]
     backbone = mssl_tf.conv4(filters=16)
-    if not name.startswith("moco"):
+    if not name.startswith(("moco", "psco")):
         backbone = synchronized_batch_norm(backbone)
     return cls(backbone, **options)
 

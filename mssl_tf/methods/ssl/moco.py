@@ -38,6 +38,8 @@ class MoCo(SSLModel):
         probe_classes: classes of the online linear probe (0: none).
     """
 
+    PROJECTOR_OPTIONS = {"batch_norm": False}  # MLPHead options of the projector (subclasses may differ)
+
     def __init__(self, backbone, temperature=0.2, momentum=0.99, queue_size=4096, batch_norm_groups=4,
                  hidden_units=(256,), projection_units=128, seed=0, probe_classes=0, **kwargs):
         super().__init__(backbone, probe_classes, **kwargs)
@@ -45,7 +47,8 @@ class MoCo(SSLModel):
         self.queue_size, self.batch_norm_groups = int(queue_size), int(batch_norm_groups)
         self.hidden_units = tuple(int(units) for units in hidden_units)
         self.projection_units, self.seed = int(projection_units), int(seed)
-        self.projector = projection_head(self.feature_dim, self.hidden_units, self.projection_units, batch_norm=False)
+        self.projector = projection_head(self.feature_dim, self.hidden_units, self.projection_units,
+                                         **self.PROJECTOR_OPTIONS)
         self.key_backbone = frozen_copy(self.backbone, prefix="key_")
         self.key_projector = frozen_copy(self.projector, self.feature_dim, prefix="key_")
         self.key_pairs = moving_average_pairs([self.backbone, self.projector], [self.key_backbone, self.key_projector])
@@ -83,9 +86,13 @@ class MoCo(SSLModel):
         keys, all_keys = self.shuffled_keys(views[1], training)
         loss = infonce(queries, keys, self.queue, self.temperature)
         if training:
-            normalized = tf.math.l2_normalize(all_keys, axis=-1)
-            self.queue.assign(tf.concat([normalized, self.queue[: self.queue_size - tf.shape(all_keys)[0]]], 0))
+            self.enqueue(all_keys)
         return loss, features
+
+    def enqueue(self, all_keys):
+        """Pushes the global batch's L2-normalized keys at the front of the queue, dropping the oldest."""
+        normalized = tf.math.l2_normalize(all_keys, axis=-1)
+        self.queue.assign(tf.concat([normalized, self.queue[: self.queue_size - tf.shape(all_keys)[0]]], 0))
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature, "momentum": self.momentum,
