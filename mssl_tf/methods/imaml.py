@@ -99,6 +99,13 @@ class IMAML(MAML):
         task_batching=True,
         **kwargs,
     ):
+        if kwargs.get("head", "per_class") != "per_class":
+            raise ValueError(
+                "imaml supports only head='per_class': with a shared head (UNICORN-MAML) the adapted head has N "
+                "copies of w whose number is the task's, and the implicit meta-gradient of w would be Rᵀ (I + H/λ)⁻¹ "
+                "grad L_query (the CG solution summed over the copies), which this class does not compute (its CG "
+                "solve returns one gradient per variable of the variable's shape); use maml, fomaml, metasgd, anil "
+                "or reptile with head='shared'")
         super().__init__(
             backbone, ways, inner_steps=inner_steps, evaluation_inner_steps=evaluation_inner_steps,
             inner_learning_rate=inner_learning_rate, first_order=True, task_batching=task_batching, **kwargs,
