@@ -170,3 +170,28 @@ def test_keras_round_trip_keeps_the_shared_head(trained_five_way, tmp_path):
     as_float = lambda x: tf.cast(x, tf.float32) / 255.0  # noqa: E731
     np.testing.assert_array_equal(restored.few_shot_logits(as_float(support), labels, as_float(query)),
                                   model.few_shot_logits(as_float(support), labels, as_float(query)))
+
+
+def test_command_line_trains_five_way_and_scores_twenty_way(tmp_path, omniglot_dir):
+    """`--option head=shared` reaches the model and its record; `mssl-tf eval` then scores 20-way settings."""
+    from mssl_tf import cli, results
+
+    run = tmp_path / "run"
+    assert cli.main([
+        "train", "--method", "maml", "--option", "head=shared", "--data-dir", str(omniglot_dir), "--ways", "5",
+        "--shots", "1", "--queries", "1", "--meta-batch", "2", "--steps", "2", "--steps-per-epoch", "2",
+        "--inner-steps", "1", "--validate-episodes", "2", "--output", str(run),
+    ]) == 0
+    assert json_of(run / "train.json")["config"]["method_options"]["head"] == "shared"
+    records_dir = tmp_path / "records"
+    assert cli.main(["eval", str(run), "--data-dir", str(omniglot_dir), "--settings", "5w1s,20w1s", "--episodes", "2",
+                     "--results-dir", str(records_dir), "--run-name", "shared"]) == 0
+    records = results.read_records(records_dir)
+    assert {r["ways"] for r in records} == {5, 20}
+    assert all(r["method_options"]["head"] == "shared" for r in records)
+
+
+def json_of(path):
+    import json
+
+    return json.loads(path.read_text())

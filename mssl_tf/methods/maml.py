@@ -47,6 +47,10 @@ class MAML(EpisodicModel):
             (UNICORN-MAML): one learned weight vector w and bias b, replicated into the N rows of every task's
             initial classifier (W_0 = [w, ..., w], N = the task's classes, read from its support labels), so
             adaptation starts permutation-invariant and any N works; the meta-gradient of w sums over the copies.
+            That sum is exactly zero under softmax cross-entropy (adding one vector to every row shifts all of an
+            example's logits equally, and every inner gradient of the body weighs the rows by p - y, which sums to
+            zero), so w and b never move: the shared head acts as a permutation-invariant zero start (Kao et al.'s
+            "zeroing trick", ICLR 2022); tests/test_maml_shared_head.py checks it against central differences.
 
     Example:
         >>> model = MAML(conv4(), ways=5, inner_steps=1, inner_learning_rate=0.4)
