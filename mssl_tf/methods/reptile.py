@@ -25,6 +25,9 @@ class Reptile(MAML):
     (W_0 = R w, R = N copies) the nearest initialization of that form is the least-squares projection of φ onto
     the replicated heads, argmin_w ||R w - φ||² = (RᵀR)⁻¹ Rᵀ φ = mean of the copies. (The gradient of
     ½||R w - φ||² would be the sum, N times the mean: a step whose size grew with the task's width.)
+    Under cross-entropy every inner step moves the N copies by gradients that sum to zero (the p - y of each example
+    sums to zero over the classes), so that mean stays w: like MAML's meta-gradient of w, Reptile's direction for w is
+    zero, and the shared head works as a permutation-invariant start.
 
     Args: as `MAML`; `first_order` is implied.
     """
