@@ -12,7 +12,8 @@
 as the method does in `mssl-tf eval` (`few_shot_logits`: prototypes, Matching attention, MAML / Meta-SGD / ANIL
 inner steps with the evaluation step count, the memory's write and read, the hyper-network's emitted head); a
 plain backbone classifies by nearest prototype. `ways` is `max(support_labels) + 1`; a method with a fixed-width
-classifier (MAML, Reptile) refuses any other number of classes.
+classifier (MAML, Reptile with their default per-class head) refuses any other number of classes; with
+`head="shared"` they adapt to any number up to `max_ways`.
 """
 
 from __future__ import annotations

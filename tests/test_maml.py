@@ -110,14 +110,17 @@ def conv_batch(tasks=3, ways=3, shots=2, queries=2, seed=0):
     }
 
 
-@pytest.mark.parametrize("name", ["maml", "metasgd", "anil"])
-def test_task_batched_inner_loop_equals_stateless_call_per_task(name):
+@pytest.mark.parametrize("name, head", [("maml", "per_class"), ("metasgd", "per_class"), ("anil", "per_class"),
+                                        ("maml", "shared"), ("anil", "shared")])
+def test_task_batched_inner_loop_equals_stateless_call_per_task(name, head):
     if not task_batched.grouped_convolution_gradients():
         pytest.skip("this TensorFlow build cannot differentiate grouped convolutions here (oneDNN off on this CPU; "
                     "TF_ENABLE_ONEDNN_OPTS=1 turns it on): MAML runs every task with stateless_call")
     keras.utils.set_random_seed(3)
-    batched = build_method(name, conv4(), ways=3, inner_steps=2, inner_learning_rate=0.1)
-    per_task = build_method(name, conv4(), ways=3, inner_steps=2, inner_learning_rate=0.1, task_batching=False)
+    ways = 3 if head == "per_class" else 5  # a shared head trained 5-way runs the 3-way tasks
+    batched = build_method(name, conv4(), ways=ways, inner_steps=2, inner_learning_rate=0.1, head=head)
+    per_task = build_method(name, conv4(), ways=ways, inner_steps=2, inner_learning_rate=0.1, task_batching=False,
+                            head=head)
     assert batched.batched and not per_task.batched
     per_task.set_weights(batched.get_weights())
     batch = conv_batch()

@@ -36,12 +36,14 @@ UNTRAINED = {  # registry name → options (random initialization: the adaptatio
     "anil": {"ways": 5, "inner_steps": 1, "evaluation_inner_steps": 3, "inner_learning_rate": 0.4},
     "metasgd": {"ways": 5, "inner_steps": 1, "evaluation_inner_steps": 2, "inner_learning_rate": 0.4},
     "hypernetwork": {"inner_steps": 1, "evaluation_inner_steps": 2},
+    "memory_persistent": {"persistent_slots": 4},  # values set below: an untrained persistent memory reads zero
 }
+METHOD_OF = {"memory_persistent": "memory"}  # entries that are a registered method with other options
 ADAPTING = ("maml", "memory")  # trained entries whose own adaptation beats nearest prototype on their features
 # By default: nearest prototype (ProtoNet) and the two trained entries whose own adaptation differs from it (MAML's
 # inner steps, the memory's write and read); every other family member runs with the slow checks (each export
 # takes 5-20 s, the default suite's budget is about 10 minutes).
-SLOW = ("anil", "metasgd", "matching", "siamese", "relation", "hypernetwork", "moco")
+SLOW = ("anil", "metasgd", "matching", "siamese", "relation", "hypernetwork", "moco", "memory_persistent")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,10 @@ def models(request):
     built = {family: zoo.load(entry) for family, entry in TRAINED.items() if family not in SLOW or slow_too}
     for name, options in UNTRAINED.items():
         if name not in SLOW or slow_too:
-            built[name] = build_method(name, backbones.conv4(), **options)
+            built[name] = build_method(METHOD_OF.get(name, name), backbones.conv4(), **options)
+    if "memory_persistent" in built:
+        values = built["memory_persistent"].persistent_values
+        values.assign(np.random.default_rng(0).normal(size=values.shape))
     return built
 
 

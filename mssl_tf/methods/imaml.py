@@ -68,8 +68,8 @@ class IMAML(MAML):
     """iMAML with a linear classifier on a backbone; every parameter is adapted.
 
     Shares MAML's network, fast weights, inner loop (both task paths: grouped convolutions or `stateless_call` per
-    task), evaluation and fixed-width classifier (`few_shot_ways` = `ways`). Batch norm uses the statistics of the
-    batch it sees, as in MAML. Evaluation adapts with the same proximal inner loop (`evaluation_inner_steps`).
+    task), evaluation and fixed-width classifier (`few_shot_ways` = `ways`; no shared head, see `__init__`). Batch
+    norm uses the statistics of the batch it sees, as in MAML. Evaluation adapts with the same proximal inner loop (`evaluation_inner_steps`).
 
     Args:
         backbone: image encoder.
@@ -99,6 +99,13 @@ class IMAML(MAML):
         task_batching=True,
         **kwargs,
     ):
+        if kwargs.get("head", "per_class") != "per_class":
+            raise ValueError(
+                "imaml supports only head='per_class': with a shared head (UNICORN-MAML) the adapted head has N "
+                "copies of w, N the task's classes, and the implicit meta-gradient of w would be "
+                "Rᵀ (I + H/λ)⁻¹ grad L_query (the CG solution summed over the copies), which this class does not "
+                "compute (its CG solve returns one gradient per variable, of the variable's shape); use maml, "
+                "fomaml, metasgd, anil or reptile with head='shared'")
         super().__init__(
             backbone, ways, inner_steps=inner_steps, evaluation_inner_steps=evaluation_inner_steps,
             inner_learning_rate=inner_learning_rate, first_order=True, task_batching=task_batching, **kwargs,

@@ -1,5 +1,6 @@
-"""MAML (Finn, Abbeel & Levine, ICML 2017), first-order MAML, Meta-SGD (Li et al. 2017) and ANIL
-(Raghu et al. 2020) as options of one model.
+"""MAML (Finn, Abbeel & Levine, ICML 2017), first-order MAML, Meta-SGD (Li et al. 2017), ANIL
+(Raghu et al. 2020) and UNICORN-MAML's shared head (Ye & Chao, "How to Train Your MAML to Excel in Few-Shot
+Classification", ICLR 2022) as options of one model.
 
 Fast weights are plain tensors, never assigned to variables and never a cloned model: the inner loop
 differentiates the support loss with respect to them under a tape nested inside `train_step`'s tape, so
@@ -22,6 +23,7 @@ from mssl_tf.methods.episodic import EpisodicModel, task_cross_entropy
 from mssl_tf.ops import task_batched
 
 ADAPT_CHOICES = ("all", "head")
+HEAD_CHOICES = ("per_class", "shared")
 
 
 @keras.saving.register_keras_serializable(package="mssl_tf")
@@ -32,7 +34,7 @@ class MAML(EpisodicModel):
 
     Args:
         backbone: image encoder.
-        ways: classes per task (size of the classifier).
+        ways: classes per task (size of the classifier; with `head="shared"` only the training setting).
         inner_steps: gradient steps on the support set during meta-training.
         evaluation_inner_steps: steps when evaluating (defaults to `inner_steps`).
         inner_learning_rate: step size of the inner loop (initial value when learned).
@@ -41,6 +43,14 @@ class MAML(EpisodicModel):
         adapt: `"all"` parameters in the inner loop, or only the classifier (`"head"`, ANIL).
         task_batching: run all tasks of a meta-batch through the network at once (grouped convolutions)
             instead of a compiled loop over tasks.
+        head: `"per_class"`, a learned row per class (`ways` outputs, only `ways`-way tasks), or `"shared"`
+            (UNICORN-MAML): one learned weight vector w and bias b, replicated into the N rows of every task's
+            initial classifier (W_0 = [w, ..., w], N = the task's classes, read from its support labels), so
+            adaptation starts permutation-invariant and any N works; the meta-gradient of w sums over the copies.
+            That sum is exactly zero under softmax cross-entropy (adding one vector to every row shifts all of an
+            example's logits equally, and every inner gradient of the body weighs the rows by p - y, which sums to
+            zero), so w and b never move: the shared head acts as a permutation-invariant zero start (Kao et al.'s
+            "zeroing trick", ICLR 2022); tests/test_maml_shared_head.py checks it against central differences.
 
     Example:
         >>> model = MAML(conv4(), ways=5, inner_steps=1, inner_learning_rate=0.4)
@@ -61,11 +71,14 @@ class MAML(EpisodicModel):
         learn_inner_learning_rate=False,
         adapt="all",
         task_batching=True,
+        head="per_class",
         **kwargs,
     ):
         super().__init__(backbone, **kwargs)
         if adapt not in ADAPT_CHOICES:
             raise ValueError(f"adapt must be one of {ADAPT_CHOICES}, got {adapt!r}")
+        if head not in HEAD_CHOICES:
+            raise ValueError(f"head must be one of {HEAD_CHOICES}, got {head!r}")
         # === Config ===
         self.ways = int(ways)
         self.inner_steps = int(inner_steps)
@@ -75,13 +88,21 @@ class MAML(EpisodicModel):
         self.learn_inner_learning_rate = bool(learn_inner_learning_rate)
         self.adapt = adapt
         self.task_batching = bool(task_batching)
+        self.head = head
         # === Layers ===
-        self.classifier = keras.layers.Dense(self.ways, name="classifier")
-        self.network = keras.Sequential([backbone, self.classifier], name="network")
-        self.network.build((None, *backbone.input_shape[1:]))
+        if head == "per_class":
+            self.classifier = keras.layers.Dense(self.ways, name="classifier")
+            self.network = keras.Sequential([backbone, self.classifier], name="network")
+            self.network.build((None, *backbone.input_shape[1:]))
+            adapted_layers = [self.network if adapt == "all" else self.classifier]
+        else:  # the network ends at the features; the task's replicated head is applied in `shared_head_logits`
+            self.classifier = keras.layers.Dense(1, name="classifier")
+            self.network = keras.Sequential([backbone], name="network")
+            self.network.build((None, *backbone.input_shape[1:]))
+            self.classifier.build((None, backbone.output_shape[-1]))
+            adapted_layers = [self.network, self.classifier] if adapt == "all" else [self.classifier]
         self.batched = self.task_batching and task_batched.supports(self.network)
-        adapted_layer = self.network if adapt == "all" else self.classifier
-        self.adapted_variables = list(adapted_layer.trainable_variables)
+        self.adapted_variables = [v for layer in adapted_layers for v in layer.trainable_variables]
         self.inner_learning_rates = []
         if self.learn_inner_learning_rate:
             self.inner_learning_rates = [
@@ -96,14 +117,38 @@ class MAML(EpisodicModel):
     # === Inner loop ===
     def grouped_logits(self, fast_weights, images):
         """Logits `[tasks, n, ways]` for `images [tasks, n, ...]`, all tasks in one grouped-convolution pass."""
-        return task_batched.forward(self.network, fast_weights, images, training=True)
+        outputs = task_batched.forward(self.network, fast_weights, images, training=True)
+        return self.shared_head_logits(fast_weights, outputs) if self.head == "shared" else outputs
 
     def stateless_logits(self, fast_weights, images):
         """Logits `[n, ways]` for one task's `images [n, ...]` under its `fast_weights` (`stateless_call`)."""
         trainable = [fast_weights.get(v.path, v.value) for v in self.network.trainable_variables]
         non_trainable = [variable.value for variable in self.network.non_trainable_variables]
-        logits, _ = self.network.stateless_call(trainable, non_trainable, images, training=True)
-        return logits
+        outputs, _ = self.network.stateless_call(trainable, non_trainable, images, training=True)
+        return self.shared_head_logits(fast_weights, outputs) if self.head == "shared" else outputs
+
+    def shared_head_logits(self, fast_weights, features):
+        """`features [..., n, d]` times the task's head `[..., d, N]` plus its bias `[..., N]` → `[..., n, N]`."""
+        kernel, bias = fast_weights[self.classifier.kernel.path], fast_weights[self.classifier.bias.path]
+        return tf.matmul(features, kernel) + bias[..., tf.newaxis, :]
+
+    def initial_weights(self, ways, tasks=None):
+        """Variable path → where each task's inner loop starts: the variable, with a leading `tasks` axis when given.
+
+        With `head="shared"` the head's w `[d, 1]` and b `[1]` are replicated into `ways` rows, `[d, ways]` and
+        `[ways]` (`ways` may be a tensor): the gradient of the replication sums over the copies.
+        """
+        initial = {}
+        for variable in self.adapted_variables:
+            value = variable.value
+            if self.head == "shared" and variable.path in (self.classifier.kernel.path, self.classifier.bias.path):
+                value = tf.tile(value, [1] * (value.shape.rank - 1) + [ways])
+                if tasks is not None:
+                    value = tf.tile(value[tf.newaxis], [tasks] + [1] * value.shape.rank)
+            elif tasks is not None:
+                value = tf.broadcast_to(value[tf.newaxis], [tasks, *variable.shape])
+            initial[variable.path] = value
+        return initial
 
     def inner_loop(self, fast_weights, images, labels, steps, logits_fn, first_order=None):
         """`steps` gradient steps on the cross-entropy of `logits_fn(fast_weights, images)` against `labels`.
@@ -138,34 +183,36 @@ class MAML(EpisodicModel):
             query_images: `[tasks, q, ...]` classified with the adapted weights.
 
         Returns:
-            (fast weights: variable path → `[tasks, *shape]`, query logits `[tasks, q, ways]`).
+            (fast weights: variable path → `[tasks, *shape]`, a shared head's `[tasks, d, N]` and `[tasks, N]`;
+            query logits `[tasks, q, ways]`).
         """
+        # A shared head has as many rows as the meta-batch's tasks have classes (all tasks alike, both paths).
+        ways = tf.reduce_max(labels) + 1 if self.head == "shared" else self.ways
         if self.batched:
-            tasks = images.shape[0]
-            initial = {
-                v.path: tf.broadcast_to(v.value[tf.newaxis], [tasks, *v.shape]) for v in self.adapted_variables
-            }
+            initial = self.initial_weights(ways, tasks=images.shape[0])
             fast = self.inner_loop(initial, images, labels, steps, self.grouped_logits, first_order)
             return fast, self.grouped_logits(fast, query_images)
         paths = [variable.path for variable in self.adapted_variables]
 
         def one_task(task):
             task_images, task_labels, task_queries = task
-            initial = {variable.path: variable.value for variable in self.adapted_variables}
-            fast = self.inner_loop(initial, task_images, task_labels, steps, self.stateless_logits, first_order)
+            fast = self.inner_loop(self.initial_weights(ways), task_images, task_labels, steps, self.stateless_logits,
+                                   first_order)
             return [fast[path] for path in paths], self.stateless_logits(fast, task_queries)
 
+        initial = self.initial_weights(ways)
+        width = None if self.head == "shared" else self.ways
         signature = (
-            [tf.TensorSpec(variable.shape, variable.dtype) for variable in self.adapted_variables],
-            tf.TensorSpec([query_images.shape[1], self.ways], tf.float32),
+            [tf.TensorSpec(initial[path].shape, initial[path].dtype) for path in paths],
+            tf.TensorSpec([query_images.shape[1], width], self.classifier.compute_dtype),
         )
         # A compiled loop over tasks: one trace of the task body whatever the meta-batch size.
         fast_list, logits = tf.map_fn(one_task, (images, labels, query_images), fn_output_signature=signature)
         return dict(zip(paths, fast_list)), logits
 
     @property
-    def few_shot_ways(self) -> int:
-        return self.ways
+    def few_shot_ways(self) -> int | None:
+        return None if self.head == "shared" else self.ways
 
     def meta_batch_learn(self, batch, training):
         steps = self.inner_steps if training else self.evaluation_inner_steps
@@ -183,5 +230,6 @@ class MAML(EpisodicModel):
             learn_inner_learning_rate=self.learn_inner_learning_rate,
             adapt=self.adapt,
             task_batching=self.task_batching,
+            head=self.head,
         )
         return config

@@ -31,7 +31,9 @@ OPTIONS = {
     "metasgd": {"ways": 5, "inner_steps": 1, "inner_learning_rate": 0.4},
     "reptile": {"ways": 5, "inner_steps": 2, "inner_learning_rate": 0.1},
     "imaml": {"ways": 5, "inner_steps": 2, "inner_learning_rate": 0.1, "cg_steps": 2},
+    "maml_shared_head": {"ways": 5, "inner_steps": 1, "inner_learning_rate": 0.4, "head": "shared"},
 }
+METHOD_OF = {"maml_shared_head": "maml"}  # entries that are a method with other options
 BUGS = {
     "protonet_unscaled_loss_bug": (replica_bugs.ProtoNetUnscaledLoss, OPTIONS["protonet"]),
     "reptile_unscaled_direction_bug": (replica_bugs.ReptileUnscaledDirection,
@@ -44,7 +46,7 @@ def build(name):
     if name in BUGS:
         cls, options = BUGS[name]
         return cls(mssl_tf.conv4(filters=16), **options)  # a control needs no full-width backbone
-    return mssl_tf.build_method(name, mssl_tf.conv4(), **OPTIONS[name])
+    return mssl_tf.build_method(METHOD_OF.get(name, name), mssl_tf.conv4(), **OPTIONS[name])
 
 
 def main(names):

@@ -9,6 +9,14 @@ example's label, so later passes reinforce what the memory still gets wrong. An 
 learned score returns the uniform distribution, so an empty memory predicts chance and a written one adapts.
 Reading adapts the model to a task with no gradient step; meta-training (query cross-entropy) learns the backbone,
 the key projection, the gate, the temperature and the empty slot's score, all of which serialize with the model.
+
+`persistent_slots=K` adds a memory that outlives the episode (issue 12): K learned (key, value) pairs in feature
+space, written by the gradient of every meta-training task's loss (they are model weights, saved with it) and read
+by every support and query embedding before the episode memory is written and read: attention over the persistent
+keys by cosine similarity, and the attended value added to the embedding (`read_persistent`). The values are
+directions in feature space, not labels, so what they store is class-agnostic (how to move an embedding that looks
+like this) and applies to classes never seen in training; they start at zero, so an untrained persistent memory
+leaves the model as it was.
 """
 
 from __future__ import annotations
@@ -79,6 +87,14 @@ def write_memory_sequentially(keys, values, gates, passes, temperature, empty_sc
 WRITE_ORDERS = {"parallel": write_memory, "sequential": write_memory_sequentially}
 
 
+def read_persistent(features, keys, values, temperature):
+    """`features [n, d]` refined by a persistent memory: `features + softmax(temperature · cos(features, keys)) @
+    values`, with `keys [slots, d]` and `values [slots, d]`."""
+    similarity = tf.matmul(tf.math.l2_normalize(features, axis=-1), tf.math.l2_normalize(keys, axis=-1),
+                           transpose_b=True)
+    return features + tf.matmul(tf.nn.softmax(temperature * similarity, axis=-1), values)
+
+
 @keras.saving.register_keras_serializable(package="mssl_tf")
 class MemoryNetwork(EpisodicModel):
     """Few-shot classification by writing the support set into a key–value memory and reading it with queries.
@@ -93,6 +109,8 @@ class MemoryNetwork(EpisodicModel):
         write_order: `"parallel"` (every example of a pass read from the previous pass's memory: the first pass
             writes every slot with gate · (1 − 1/ways), since it reads an empty memory) or `"sequential"` (one
             example after another within a pass: `write_memory_sequentially`).
+        persistent_slots: K learned (key, value) pairs read by every embedding before the episode memory
+            (`read_persistent`, with a learned temperature starting at `temperature`); 0: none.
 
     Example:
         >>> model = MemoryNetwork(conv4(), write_passes=2)
@@ -101,7 +119,7 @@ class MemoryNetwork(EpisodicModel):
     """
 
     def __init__(self, backbone, key_units=None, write_passes=1, evaluation_write_passes=None, temperature=10.0,
-                 write_order="parallel", **kwargs):
+                 write_order="parallel", persistent_slots=0, **kwargs):
         super().__init__(backbone, **kwargs)
         feature_dim = int(backbone.output_shape[-1])
         # === Config ===
@@ -113,6 +131,7 @@ class MemoryNetwork(EpisodicModel):
         if write_order not in WRITE_ORDERS:
             raise ValueError(f"write_order must be one of {sorted(WRITE_ORDERS)}, got {write_order!r}")
         self.write_order = write_order
+        self.persistent_slots = int(persistent_slots)
         # === Layers and memory parameters ===
         initializer = "identity" if self.key_units == feature_dim else "glorot_uniform"
         self.key_projection = keras.layers.Dense(self.key_units, use_bias=False, kernel_initializer=initializer,
@@ -124,12 +143,27 @@ class MemoryNetwork(EpisodicModel):
         self.log_temperature = self.add_weight(shape=(), initializer=keras.initializers.Constant(
             math.log(self.temperature)), name="log_temperature")
         self.empty_score = self.add_weight(shape=(), initializer="zeros", name="empty_score")
+        if self.persistent_slots:  # created only when asked: a model without them keeps its weights list
+            self.persistent_keys = self.add_weight(shape=(self.persistent_slots, feature_dim),
+                                                   initializer="random_normal", name="persistent_keys")
+            self.persistent_values = self.add_weight(shape=(self.persistent_slots, feature_dim),
+                                                     initializer="zeros", name="persistent_values")
+            self.persistent_log_temperature = self.add_weight(shape=(), initializer=keras.initializers.Constant(
+                math.log(self.temperature)), name="persistent_log_temperature")
+
+    def refine(self, features):
+        """Embeddings after reading the persistent memory (unchanged without one)."""
+        if not self.persistent_slots:
+            return features
+        return read_persistent(features, self.persistent_keys, self.persistent_values,
+                               tf.exp(self.persistent_log_temperature))
 
     def keys(self, features):
         return tf.math.l2_normalize(self.key_projection(features), axis=-1)
 
     def classify(self, support_features, support_labels, query_features, passes):
         """Writes the support set with `passes` passes, reads the queries → logits `[queries, ways]`."""
+        support_features, query_features = self.refine(support_features), self.refine(query_features)
         support_labels = tf.cast(support_labels, tf.int32)
         ways = tf.reduce_max(support_labels) + 1
         values = tf.one_hot(support_labels, ways, dtype=support_features.dtype)
@@ -151,4 +185,4 @@ class MemoryNetwork(EpisodicModel):
     def get_config(self):
         return {**super().get_config(), "key_units": self.key_units, "write_passes": self.write_passes,
                 "evaluation_write_passes": self.evaluation_write_passes, "temperature": self.temperature,
-                "write_order": self.write_order}
+                "write_order": self.write_order, "persistent_slots": self.persistent_slots}
