@@ -31,6 +31,7 @@ OPTIONS = {
     "metasgd": {"ways": 5, "inner_steps": 1, "inner_learning_rate": 0.4},
     "reptile": {"ways": 5, "inner_steps": 2, "inner_learning_rate": 0.1},
     "imaml": {"ways": 5, "inner_steps": 2, "inner_learning_rate": 0.1, "cg_steps": 2},
+    "mann": {"max_ways": 5, "controller_units": 32, "memory_slots": 16, "memory_width": 8},
 }
 BUGS = {
     "protonet_unscaled_loss_bug": (replica_bugs.ProtoNetUnscaledLoss, OPTIONS["protonet"]),
