@@ -146,3 +146,66 @@ def test_a_task_with_more_classes_than_max_ways_is_refused():
     # Fewer classes than max_ways are fine: logits as wide as the task.
     _, logits = small_mann(max_ways=5).meta_batch_learn(episode(), training=False)
     assert logits.shape == (1, 4, 3)
+
+
+def test_served_few_shot_gives_the_models_logits_for_any_support_size(tmp_path):
+    """The exported `few_shot` runs the same sequence loop with a dynamic support size: its logits equal
+    `meta_batch_learn`'s for a 3-way 1-shot and a 5-way 2-shot task (one export), and a 6-way task is refused."""
+    from mssl_tf.backbones import conv4
+    from mssl_tf.export import export_model
+
+    keras.utils.set_random_seed(0)
+    model = MANN(conv4(filters=8), max_ways=5, controller_units=16, memory_slots=8, memory_width=8)
+    loaded = tf.saved_model.load(str(export_model(model, tmp_path, "mann", warmup=False)))
+    rng = np.random.default_rng(4)
+    for ways, shots in ((3, 1), (5, 2)):
+        support = rng.integers(0, 256, (ways * shots, 28, 28, 1)).astype(np.uint8)
+        labels = np.repeat(np.arange(ways), shots).astype(np.int32)
+        queries = rng.integers(0, 256, (4, 28, 28, 1)).astype(np.uint8)
+        served = loaded.signatures["few_shot"](support_images=tf.constant(support), support_labels=tf.constant(labels),
+                                               query_images=tf.constant(queries))["logits"].numpy()
+        task = {"support_images": support[None] / 255.0, "support_labels": labels[None],
+                "query_images": queries[None] / 255.0, "query_labels": np.zeros((1, 4), np.int32)}
+        _, logits = model.meta_batch_learn({key: tf.constant(value, tf.float32 if "images" in key else tf.int32)
+                                            for key, value in task.items()}, training=False)
+        assert served.shape == (4, ways)
+        np.testing.assert_allclose(served, logits.numpy()[0], atol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 5 classes"):
+        loaded.signatures["few_shot"](support_images=tf.constant(queries[:1].repeat(6, 0)),
+                                      support_labels=tf.constant(np.arange(6, dtype=np.int32)),
+                                      query_images=tf.constant(queries))
+
+
+def vector_tasks(count, ways=3, shots=1, queries=2, dimension=8, seed=0):
+    """Known-easy tasks on an identity backbone: each task draws fresh class centres (random unit vectors, so no
+    label can be learned by heart) and its examples are the centres plus noise of scale 0.1."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(count, ways, dimension))
+    centres /= np.linalg.norm(centres, axis=-1, keepdims=True)
+
+    def examples(per_class):
+        labels = np.tile(np.repeat(np.arange(ways), per_class), (count, 1))
+        points = np.take_along_axis(centres, labels[..., None], 1) + rng.normal(scale=0.1, size=(*labels.shape,
+                                                                                                  dimension))
+        return points.astype(np.float32), labels.astype(np.int32)
+
+    support_images, support_labels = examples(shots)
+    query_images, query_labels = examples(queries)
+    return tf.data.Dataset.from_tensor_slices({"support_images": support_images, "support_labels": support_labels,
+                                               "query_images": query_images, "query_labels": query_labels})
+
+
+# 3-way 1-shot on fresh random centres: chance is 1/3, and a MANN that never gets the labels (or gets each label at
+# its own step only after reading) cannot beat it. Measured after 1500 meta-batches of 16 at Adam(1e-2): 0.89
+# (0.70 after 800). Caveat (see the report of issue 12): a 32-unit controller can hold three bindings in its own
+# state, so this band also passes with the memory read zeroed (0.90 measured): the rule test guards the memory.
+LEARNED_BAND = (0.8, 1.0)
+
+
+def test_mann_learns_a_known_easy_task():
+    keras.utils.set_random_seed(0)
+    model = MANN(identity_backbone(8), max_ways=3, controller_units=32, memory_slots=8, memory_width=8)
+    model.compile(keras.optimizers.Adam(1e-2))
+    model.fit(vector_tasks(1500 * 16).batch(16, drop_remainder=True), epochs=1, verbose=0)
+    scores = model.evaluate(vector_tasks(200, seed=1).batch(50, drop_remainder=True), verbose=0, return_dict=True)
+    assert LEARNED_BAND[0] <= scores["accuracy"] <= LEARNED_BAND[1]

@@ -38,10 +38,13 @@ COSINE_EPSILON = 1e-8  # the cosine of an empty (all-zero) slot is 0
 
 
 def sequence_order(images: tf.Tensor, seed: int) -> tf.Tensor:
-    """A permutation `[tasks, n]` of each task's `images [tasks, n, ...]` that depends only on their pixels and
-    `seed`: a hash of each image's pixel sum, so every replica, evaluation and the served model see the same order."""
-    sums = tf.reduce_sum(tf.reshape(tf.cast(images, tf.float32), [tf.shape(images)[0], tf.shape(images)[1], -1]), -1)
-    hashed = tf.math.floormod(tf.sin(sums * 12.9898 + float(seed) * 78.233) * 43758.5453, 1.0)
+    """A permutation `[tasks, n]` of each task's `images [tasks, n, ...]` (values in [0, 1]) that depends only on
+    their pixels and `seed`: an integer hash (Park–Miller steps) of each image's sum of 8-bit pixel levels. Integer
+    arithmetic makes it exact, so every replica, evaluation and the served model (uint8 ÷ 255) see the same order."""
+    levels = tf.cast(tf.round(tf.cast(images, tf.float32) * 255.0), tf.int64)
+    hashed = tf.reduce_sum(tf.reshape(levels, [tf.shape(images)[0], tf.shape(images)[1], -1]), -1) + 7919 * seed
+    for _ in range(3):
+        hashed = tf.math.floormod(hashed * 48271 + 11, 2147483647)
     return tf.argsort(hashed, axis=-1, stable=True)
 
 
@@ -176,13 +179,12 @@ class MANN(EpisodicModel):
     def meta_batch_learn(self, batch, training):
         images, labels = batch["support_images"], self.checked_support_labels(batch["support_labels"])
         query_images = batch["query_images"]
-        tasks, support, queries = tf.shape(images)[0], tf.shape(images)[1], tf.shape(query_images)[1]
-        features = self.backbone(tf.concat([tf.reshape(images, [-1, *images.shape[2:]]),
-                                            tf.reshape(query_images, [-1, *query_images.shape[2:]])], 0),
-                                 training=training)
-        width = features.shape[-1]
-        support_features = tf.reshape(features[: tasks * support], [tasks, support, width])
-        query_features = tf.reshape(features[tasks * support:], [tasks, queries, width])
+        support, queries = tf.shape(images)[1], tf.shape(query_images)[1]
+        # One backbone call per task, as every episodic method: batch norm normalizes with the task's own images
+        # (and a replica holding some of the tasks computes what one device does).
+        features = tf.stack([self.backbone(tf.concat([images[task], query_images[task]], 0), training=training)
+                             for task in range(images.shape[0])])
+        support_features, query_features = features[:, :support], features[:, support:]
         order = sequence_order(images, self.order_seed)
         support_features = tf.gather(support_features, order, batch_dims=1)
         labels = tf.gather(labels, order, batch_dims=1)
