@@ -123,17 +123,3 @@ def test_a_fixed_width_classifier_refuses_another_number_of_classes(served, test
         loaded.signatures["few_shot"](support_images=tf.constant(images), support_labels=tf.constant([0, 1, 2]),
                                       query_images=tf.constant(images))
 
-
-@pytest.mark.slow
-def test_mann_refuses_more_classes_than_its_max_ways(served, test_images):
-    """MANN adapts to any number of classes up to `max_ways` (no fixed width), so the served graph itself refuses more."""
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(served[1] / "mann" / "1"))
-    images = test_images[:6, 0, :, :, np.newaxis]
-    answer = loaded.signatures["few_shot"](support_images=tf.constant(images[:3]),
-                                           support_labels=tf.constant([0, 1, 2]), query_images=tf.constant(images))
-    assert answer["logits"].shape == (6, 3)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 5 classes"):
-        loaded.signatures["few_shot"](support_images=tf.constant(images), support_labels=tf.constant([0, 1, 2, 3, 4, 5]),
-                                      query_images=tf.constant(images))

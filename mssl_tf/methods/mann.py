@@ -6,7 +6,7 @@ of the *previous* step y_{t−1} (one step late, zeros at t = 0) and the previou
 and a write gate α_t, and an external memory M (slots × width, empty at the start of every task) is written by
 Least-Recently-Used Access and read by content:
 
-    w^w_t = σ(α_t) w^r_{t−1} + (1 − σ(α_t)) w^lu_{t−1}            (write where it last read, or to the least used slot)
+    w^w_t = σ(α_t) w^r_{t−1} + (1 − σ(α_t)) w^lu_{t−1}   (where it last read, or the least used slot)
     M_t(i) = M_{t−1}(i) (1 − w^lu_{t−1}(i)) + w^w_t(i) k_t       (the least used slot is erased before the write)
     w^r_t(i) = softmax_i(β_t · cos(k_t, M_t(i))),  r_t = Σ_i w^r_t(i) M_t(i)
     w^u_t = γ w^u_{t−1} + w^r_t + w^w_t,  w^lu_t = one-hot of the least used slot (argmin w^u_t: one read head)
@@ -20,7 +20,8 @@ each image's pixels: the same order on every device, in evaluation and in the se
 then every query is one more step from the state after the whole support set, with the last support label as its
 previous label, all queries in parallel (no query sees another, a query label is never an input). The loss is the
 cross-entropy of the queries plus, as Santoro trains on every step, of the support steps whose class already
-appeared earlier in the sequence (`support_loss`; a class's first appearance cannot be predicted).
+appeared earlier in the sequence (`support_loss`, in training only: a class's first appearance cannot be predicted,
+so with one shot only the queries count; evaluation reports the query loss as every method does).
 
 The label one-hots and the softmax layer have `max_ways` entries: the model adapts to any task with at most that
 many classes (`few_shot_ways` is None) and the graph refuses a task with more; a task's logits are the softmax
