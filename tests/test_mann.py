@@ -139,6 +139,30 @@ def test_the_last_support_label_changes_only_the_queries_and_queries_do_not_see_
     np.testing.assert_allclose(relabelled.numpy(), logits.numpy(), atol=1e-6)
 
 
+def cross_entropy(logits, labels):
+    shifted = logits - logits.max(-1, keepdims=True)
+    return np.log(np.exp(shifted).sum(-1)) - np.take_along_axis(shifted, labels[..., None], -1)[..., 0]
+
+
+def test_training_loss_adds_the_support_steps_of_classes_seen_before():
+    """Santoro trains on every step: with two shots, each class's second appearance is predictable and counts."""
+    model = small_mann()
+    task = episode()
+    order = sequence_order(task["support_images"], model.order_seed).numpy()[0]
+    labels = task["support_labels"].numpy()[0][order]
+    _, steps = model.run_sequence(tf.gather(task["support_images"], order, axis=1), tf.constant(labels[None]))
+    seen = np.array([labels[step] in labels[:step] for step in range(len(labels))])
+    assert seen.sum() == 3
+    losses, logits = model.meta_batch_learn(task, training=True)
+    query_losses = cross_entropy(logits.numpy()[0], task["query_labels"].numpy()[0])
+    support_losses = cross_entropy(steps.numpy()[0][:, :3], labels)[seen]
+    expected = (query_losses.sum() + support_losses.sum()) / (len(query_losses) + len(support_losses))
+    np.testing.assert_allclose(losses.numpy()[0], expected, rtol=1e-5)
+    assert abs(expected - query_losses.mean()) > 0.01
+    evaluated, _ = model.meta_batch_learn(task, training=False)  # evaluation reports the query loss only
+    np.testing.assert_allclose(evaluated.numpy()[0], query_losses.mean(), rtol=1e-5)
+
+
 def test_a_task_with_more_classes_than_max_ways_is_refused():
     model = small_mann(max_ways=2)
     with pytest.raises(tf.errors.InvalidArgumentError, match="at most 2 classes"):
