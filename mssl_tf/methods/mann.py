@@ -8,10 +8,14 @@ Least-Recently-Used Access and read by content:
 
     w^w_t = σ(α_t) w^r_{t−1} + (1 − σ(α_t)) w^lu_{t−1}   (where it last read, or the least used slot)
     M_t(i) = M_{t−1}(i) (1 − w^lu_{t−1}(i)) + w^w_t(i) k_t       (the least used slot is erased before the write)
-    w^r_t(i) = softmax_i(β_t · cos(k_t, M_t(i))),  r_t = Σ_i w^r_t(i) M_t(i)
+    w^r_t(i) = softmax_i(β_t · cos(k_t, M_{t−1}(i))),  r_t = Σ_i w^r_t(i) M_{t−1}(i)
     w^u_t = γ w^u_{t−1} + w^r_t + w^w_t,  w^lu_t = one-hot of the least used slot (argmin w^u_t: one read head)
 
-and the class logits are a softmax layer on [h_t, r_t]. β_t = 1 + softplus(·) of the controller output is the
+and the class logits are a softmax layer on [h_t, r_t]. The read uses the memory as the key arrives, M_{t−1}: the
+paper writes r_t = Σ_i w^r_t(i) M_t(i), and read literally (`read_before_write=False`) a step reads back mostly the
+key it has just written, so a query retrieves its own key. On 3-way 1-shot tasks of random vectors (1500 steps, an
+8-unit controller) reading first reached 0.92, reading after the write 0.56, and a controller with the read zeroed
+0.69 (tests/test_mann.py keeps the first two apart). β_t = 1 + softplus(·) of the controller output is the
 content-addressing key strength of the Neural Turing Machine (Graves et al. 2014) that MANN builds on (Santoro's
 equation is the case β = 1: with 128 slots and a cosine in [−1, 1] such a read is nearly uniform).
 
@@ -61,13 +65,14 @@ def least_used(usage: tf.Tensor) -> tf.Tensor:
     return tf.one_hot(tf.argmin(usage, axis=-1), tf.shape(usage)[-1], dtype=usage.dtype)
 
 
-def lrua_step(memory, usage, read_weights, key, gate_logit, strength, usage_decay):
+def lrua_step(memory, usage, read_weights, key, gate_logit, strength, usage_decay, read_before_write=True):
     """One Least-Recently-Used Access write then content read (the module docstring's equations).
 
     Args:
         memory: M_{t−1} `[batch, slots, width]`; usage: w^u_{t−1} `[batch, slots]`; read_weights: w^r_{t−1}.
         key: k_t `[batch, width]`; gate_logit: α_t `[batch, 1]`; strength: β_t `[batch, 1]`.
         usage_decay: γ.
+        read_before_write: read M_{t−1} (the memory as the key arrives) instead of M_t.
 
     Returns:
         (M_t, w^u_t, w^r_t, r_t `[batch, width]`).
@@ -75,11 +80,13 @@ def lrua_step(memory, usage, read_weights, key, gate_logit, strength, usage_deca
     previous_least_used = least_used(usage)
     gate = tf.sigmoid(gate_logit)
     write_weights = gate * read_weights + (1.0 - gate) * previous_least_used
-    memory = memory * (1.0 - previous_least_used)[..., tf.newaxis] + write_weights[..., tf.newaxis] * key[:, tf.newaxis]
-    read_weights = tf.nn.softmax(strength * cosine_similarity(key, memory), axis=-1)
+    erased = memory * (1.0 - previous_least_used)[..., tf.newaxis]
+    written = erased + write_weights[..., tf.newaxis] * key[:, tf.newaxis]
+    read_from = memory if read_before_write else written
+    read_weights = tf.nn.softmax(strength * cosine_similarity(key, read_from), axis=-1)
     usage = usage_decay * usage + read_weights + write_weights
-    read = tf.einsum("bs,bsw->bw", read_weights, memory)
-    return memory, usage, read_weights, read
+    read = tf.einsum("bs,bsw->bw", read_weights, read_from)
+    return written, usage, read_weights, read
 
 
 @keras.saving.register_keras_serializable(package="mssl_tf")
@@ -94,6 +101,8 @@ class MANN(EpisodicModel):
         usage_decay: γ of the usage update (Santoro: 0.95 to 0.99).
         support_loss: also train on the support steps whose class appeared before in the sequence.
         order_seed: seed of the support sequence's order.
+        read_before_write: read the memory as the key arrives (M_{t−1}, default) rather than after this step's
+            write (M_t, the paper's equations read literally; see the module docstring).
 
     Example:
         >>> model = MANN(conv4(), max_ways=5)
@@ -102,7 +111,7 @@ class MANN(EpisodicModel):
     """
 
     def __init__(self, backbone, max_ways=20, controller_units=200, memory_slots=128, memory_width=40,
-                 usage_decay=0.95, support_loss=True, order_seed=0, **kwargs):
+                 usage_decay=0.95, support_loss=True, order_seed=0, read_before_write=True, **kwargs):
         super().__init__(backbone, **kwargs)
         feature_dim = int(backbone.output_shape[-1])
         # === Config ===
@@ -113,6 +122,7 @@ class MANN(EpisodicModel):
         self.usage_decay = float(usage_decay)
         self.support_loss = bool(support_loss)
         self.order_seed = int(order_seed)
+        self.read_before_write = bool(read_before_write)
         # === Layers ===
         self.controller = keras.layers.LSTMCell(self.controller_units, name="controller")
         self.controller.build((None, feature_dim + self.max_ways + self.memory_width))
@@ -140,7 +150,7 @@ class MANN(EpisodicModel):
         key = self.key_layer(hidden)
         strength = 1.0 + tf.nn.softplus(self.strength_layer(hidden))
         memory, usage, read_weights, read = lrua_step(memory, usage, read_weights, key, self.gate_layer(hidden),
-                                                      strength, self.usage_decay)
+                                                      strength, self.usage_decay, self.read_before_write)
         logits = self.classifier(tf.concat([hidden, read], -1))
         return (hidden, cell, memory, usage, read_weights, read), logits
 
@@ -210,4 +220,5 @@ class MANN(EpisodicModel):
     def get_config(self):
         return {**super().get_config(), "max_ways": self.max_ways, "controller_units": self.controller_units,
                 "memory_slots": self.memory_slots, "memory_width": self.memory_width,
-                "usage_decay": self.usage_decay, "support_loss": self.support_loss, "order_seed": self.order_seed}
+                "usage_decay": self.usage_decay, "support_loss": self.support_loss, "order_seed": self.order_seed,
+                "read_before_write": self.read_before_write}
