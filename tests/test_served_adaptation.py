@@ -1,7 +1,8 @@
 """Served `few_shot` adapts as the method does: gRPC accuracy on fixed episodes equals in-process evaluation.
 
 One model per family, exported and served by the embedded TF-Serving-compatible server: metric (ProtoNet,
-Matching, Siamese, Relation), optimization (MAML second order with its card's evaluation steps, ANIL, Meta-SGD), memory, network
+Matching, Siamese, Relation), optimization (MAML second order with its card's evaluation steps, ANIL, Meta-SGD), memory
+(the memory network; MANN, slow), network
 (hyper-network emitting a head, plus a fine-tuning step), and self-supervised (MoCo: nearest prototype of its
 frozen features). The zoo's trained entries are used where the zoo has one, so the adaptation matters: for them
 the test also checks that nearest-prototype classification of the same features scores differently (what the
@@ -37,13 +38,14 @@ UNTRAINED = {  # registry name → options (random initialization: the adaptatio
     "metasgd": {"ways": 5, "inner_steps": 1, "evaluation_inner_steps": 2, "inner_learning_rate": 0.4},
     "hypernetwork": {"inner_steps": 1, "evaluation_inner_steps": 2},
     "memory_persistent": {"persistent_slots": 4},  # values set below: an untrained persistent memory reads zero
+    "mann": {"max_ways": 5, "controller_units": 32, "memory_slots": 16, "memory_width": 16},
 }
 METHOD_OF = {"memory_persistent": "memory"}  # entries that are a registered method with other options
 ADAPTING = ("maml", "memory")  # trained entries whose own adaptation beats nearest prototype on their features
 # By default: nearest prototype (ProtoNet) and the two trained entries whose own adaptation differs from it (MAML's
 # inner steps, the memory's write and read); every other family member runs with the slow checks (each export
 # takes 5-20 s, the default suite's budget is about 10 minutes).
-SLOW = ("anil", "metasgd", "matching", "siamese", "relation", "hypernetwork", "moco", "memory_persistent")
+SLOW = ("anil", "metasgd", "matching", "siamese", "relation", "hypernetwork", "moco", "memory_persistent", "mann")
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +127,4 @@ def test_a_fixed_width_classifier_refuses_another_number_of_classes(served, test
     with pytest.raises(tf.errors.InvalidArgumentError, match="5-way"):
         loaded.signatures["few_shot"](support_images=tf.constant(images), support_labels=tf.constant([0, 1, 2]),
                                       query_images=tf.constant(images))
+

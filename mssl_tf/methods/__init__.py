@@ -3,6 +3,7 @@
 from mssl_tf.methods.episodic import EpisodicModel
 from mssl_tf.methods.imaml import IMAML
 from mssl_tf.methods.maml import MAML
+from mssl_tf.methods.mann import MANN
 from mssl_tf.methods.matching import MatchingNet
 from mssl_tf.methods.meta_ssl import META_SSL_METHODS
 from mssl_tf.methods.protonet import ProtoNet
@@ -22,6 +23,7 @@ METHODS = {
     "anil": (MAML, {"adapt": "head"}),
     "reptile": (Reptile, {"first_order": True}),
     "imaml": (IMAML, {}),
+    "mann": (MANN, {}),  # Santoro et al. 2016: LSTM controller + LRUA external memory
     **META_SSL_METHODS,  # memory- and network-based meta-learning (mssl_tf/methods/meta_ssl/)
     **SSL_METHODS,  # self-supervised: trained on multi-view batches of unlabeled images (mssl_tf/methods/ssl/)
 }
@@ -44,7 +46,7 @@ def build_method(name: str, backbone, **options):
 
 
 __all__ = [
-    "DEFAULT_METHOD", "IMAML", "METHODS", "EpisodicModel", "MAML", "MatchingNet", "ProtoNet", "RelationNet", "Reptile",
+    "DEFAULT_METHOD", "IMAML", "METHODS", "EpisodicModel", "MAML", "MANN", "MatchingNet", "ProtoNet", "RelationNet", "Reptile",
     "SSLModel", "SiameseNet",
     "SSL_METHODS", "build_method", "method_class",
 ]

@@ -32,6 +32,7 @@ OPTIONS = {
     "reptile": {"ways": 5, "inner_steps": 2, "inner_learning_rate": 0.1},
     "imaml": {"ways": 5, "inner_steps": 2, "inner_learning_rate": 0.1, "cg_steps": 2},
     "maml_shared_head": {"ways": 5, "inner_steps": 1, "inner_learning_rate": 0.4, "head": "shared"},
+    "mann": {"max_ways": 5, "controller_units": 32, "memory_slots": 16, "memory_width": 8},
 }
 METHOD_OF = {"maml_shared_head": "maml"}  # entries that are a method with other options
 BUGS = {
