@@ -35,6 +35,7 @@ METRIC_RUNS="matching-conv4-omniglot-supervised-10min siamese-conv4-omniglot-sup
 FIXED_WIDTH_RUNS="fomaml-conv4-omniglot-supervised-10min metasgd-conv4-omniglot-supervised-10min
   anil-conv4-omniglot-supervised-10min reptile-conv4-omniglot-supervised-10min imaml-conv4-omniglot-supervised-10min"
 load() { cut -d' ' -f1-3 /proc/loadavg; }
+is_fixed_width() { local run; for run in $FIXED_WIDTH_RUNS; do [ "$run" = "$1" ] && return 0; done; return 1; }
 
 train() {  # train NAME
   local name=$1
@@ -60,7 +61,7 @@ EOF
 
 test_row() {  # test_row NAME: 600 test episodes per setting, then the kNN and linear probes (1692-way; FROZEN_PROTOCOLS="" skips them)
   local name=$1 settings=5w1s,5w5s,20w1s,20w5s extra=""
-  if [[ " $FIXED_WIDTH_RUNS " == *" $name "* ]]; then
+  if is_fixed_width $name; then
     validate $name
     settings=5w1s,5w5s extra="--evaluation-inner-steps $(chosen_steps $name)"
   fi
