@@ -60,11 +60,6 @@ def predictive_loss(log_probabilities, labels):
     return -tf.reduce_mean(chosen, axis=-1)
 
 
-def replica_id():
-    context = tf.distribute.get_replica_context()
-    return 0 if context is None else context.replica_id_in_sync_group
-
-
 @keras.saving.register_keras_serializable(package="mssl_tf")
 class Versa(EpisodicModel):
     """VERSA: each class's classifier is generated from its support set as a Gaussian, predictions average samples.
@@ -122,6 +117,12 @@ class Versa(EpisodicModel):
         return tf.stack([tf.random.stateless_normal(shape, seed=tf.random.experimental.stateless_fold_in(
             step_seed, tf.cast(first_task + index, tf.int64))) for index in range(tasks)])
 
+    def first_task_index(self, tasks):
+        """Index in the global meta-batch of this replica's first task (replicas hold consecutive slices), so that
+        each task draws the training noise it draws on one device."""
+        context = tf.distribute.get_replica_context()
+        return 0 if context is None else context.replica_id_in_sync_group * tasks
+
     def meta_batch_learn(self, batch, training):
         tasks = batch["support_images"].shape[0]
         support_count = tf.shape(batch["support_images"])[1]
@@ -132,8 +133,7 @@ class Versa(EpisodicModel):
             for index in range(tasks)])
         posterior = class_posteriors(features[:, :support_count], batch["support_labels"], self.amortization)
         means, variances = logit_moments(features[:, support_count:], *posterior)
-        first_task = replica_id() * tasks  # global index of this replica's first task: it draws one device's noise
-        noise = self.noise(tasks, tf.shape(means)[1:], training, first_task)
+        noise = self.noise(tasks, tf.shape(means)[1:], training, self.first_task_index(tasks))
         log_probabilities = log_predictive(means, variances, noise)
         return predictive_loss(log_probabilities, batch["query_labels"]), log_probabilities
 
