@@ -10,7 +10,6 @@ import mssl_tf
 from mssl_tf.data.episodes import EVALUATION_SEED, EpisodeSpec, episode_dataset
 from mssl_tf.evaluation import evaluate, expected_calibration_error
 from mssl_tf.methods import ProtoNet
-from tests.test_registry import easy_classes
 
 
 def test_expected_calibration_error_by_hand():
@@ -43,10 +42,12 @@ def reference_ece(probabilities, labels, bins=15):
                for members in gaps.values()) / len(labels)
 
 
-def test_evaluate_reports_the_calibration_of_every_query_of_every_episode():
+def test_evaluate_reports_the_calibration_of_every_query_of_every_episode(train_images):
+    """An untrained ProtoNet on Omniglot: 76% right at near-uniform confidence, ECE 0.56 over the 20 episodes, 0.52
+    and 0.60 over their halves (the two calls of 10 tasks), so one call's predictions alone would not pass."""
     keras.utils.set_random_seed(0)
-    model = ProtoNet(mssl_tf.conv4(filters=8))
-    classes, spec, episodes = easy_classes(), EpisodeSpec(5, 1, 3), 20
+    model = ProtoNet(mssl_tf.conv4())
+    classes, spec, episodes = train_images[:60], EpisodeSpec(5, 1, 3), 20
     result = evaluate(model, classes, spec, episodes=episodes, tasks_per_call=10)
     probabilities, labels = [], []
     for batch in episode_dataset(classes, spec, meta_batch=1, seed=EVALUATION_SEED, num_episodes=episodes):
