@@ -91,6 +91,8 @@ def test_evaluation_is_deterministic_and_training_draws_per_step_and_task():
     np.testing.assert_array_equal(model.meta_batch_learn(batch, training=False)[1], evaluated)
     alone = model.meta_batch_learn({key: value[1:] for key, value in batch.items()}, training=False)[1]
     np.testing.assert_allclose(alone[0], evaluated[1], rtol=1e-6)  # a task's answer does not depend on its call
+    fewer = {**batch, "query_images": batch["query_images"][:, :2], "query_labels": batch["query_labels"][:, :2]}
+    np.testing.assert_allclose(model.meta_batch_learn(fewer, training=False)[1], evaluated[:, :2], rtol=1e-6)
     _, trained = model.meta_batch_learn(same, training=True)
     np.testing.assert_array_equal(model.meta_batch_learn(same, training=True)[1], trained)
     assert np.abs(trained[0] - trained[1]).max() > 1e-3, "two tasks of one step must draw different noise"
