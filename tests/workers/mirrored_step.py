@@ -33,7 +33,7 @@ OPTIONS = {
     "reptile": {"ways": 5, "inner_steps": 2, "inner_learning_rate": 0.1},
     "imaml": {"ways": 5, "inner_steps": 2, "inner_learning_rate": 0.1, "cg_steps": 2},
     "maml_shared_head": {"ways": 5, "inner_steps": 1, "inner_learning_rate": 0.4, "head": "shared"},
-    "versa": {},
+    "versa": {"initial_log_variance": 0.0},  # wide classifiers from the start: the sampled noise moves the step
 }
 METHOD_OF = {"maml_shared_head": "maml"}  # entries that are a method with other options
 BUGS = {
