@@ -1,4 +1,5 @@
-"""Few-shot evaluation on a fixed, seeded set of episodes, reported as mean ± 95% confidence interval."""
+"""Few-shot evaluation on a fixed, seeded set of episodes, reported as mean ± 95% confidence interval (and the
+expected calibration error of the query predictions)."""
 
 from __future__ import annotations
 
@@ -23,21 +24,56 @@ def episode_accuracies(model, class_images, spec: EpisodeSpec, episodes=600, tas
 
     Episode i depends only on (seed, i), so grouping `tasks_per_call` tasks per call does not change them.
     """
+    return episode_predictions(model, class_images, spec, episodes, tasks_per_call, seed)[0]
+
+
+def episode_predictions(model, class_images, spec: EpisodeSpec, episodes=600, tasks_per_call=10,
+                        seed=EVALUATION_SEED):
+    """One pass over the episodes of `episode_accuracies` → (per-episode accuracies `[episodes]`, query
+    probabilities `[episodes · queries, ways]` (softmax of the method's logits), query labels `[episodes · queries]`).
+    """
     tasks_per_call = math.gcd(episodes, tasks_per_call)
     dataset = episode_dataset(class_images, spec, meta_batch=tasks_per_call, seed=seed, num_episodes=episodes)
 
     @tf.function
     def score(batch):
         _, logits = model.meta_batch_learn(batch, training=False)
-        return query_accuracy(logits, batch["query_labels"])
+        return query_accuracy(logits, batch["query_labels"]), tf.nn.softmax(logits), batch["query_labels"]
 
-    return np.concatenate([score(batch).numpy() for batch in dataset])
+    accuracies, probabilities, labels = [], [], []
+    for batch in dataset:
+        for scores, value in zip((accuracies, probabilities, labels), score(batch)):
+            scores.append(value.numpy())
+    return (np.concatenate(accuracies), np.concatenate(probabilities).reshape(-1, spec.ways),
+            np.concatenate(labels).reshape(-1))
+
+
+def expected_calibration_error(probabilities, labels, bins: int = 15) -> float:
+    """Expected calibration error (Guo, Pleiss, Sun & Weinberger, ICML 2017, "On Calibration of Modern Neural
+    Networks"): predictions grouped by confidence (the top probability) into `bins` equal-width bins
+    ((m−1)/M, m/M]; ECE = Σ_b |B_b|/n · |accuracy(B_b) − mean confidence(B_b)|, a fraction in [0, 1].
+
+    Args:
+        probabilities: `[n, classes]` predictive probabilities.
+        labels: `[n]` true classes.
+        bins: M, the number of confidence bins.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    confidences = probabilities.max(axis=-1)
+    correct = (probabilities.argmax(axis=-1) == np.asarray(labels)).astype(np.float64)
+    members = np.clip(np.ceil(confidences * bins).astype(int) - 1, 0, bins - 1)
+    total = 0.0
+    for member in np.unique(members):
+        chosen = members == member
+        total += chosen.sum() * abs(correct[chosen].mean() - confidences[chosen].mean())
+    return float(total / len(confidences))
 
 
 def evaluate(model, class_images, spec: EpisodeSpec, episodes=600, tasks_per_call=10) -> dict:
-    """Accuracy (percent) with its 95% interval over the fixed evaluation episodes of `spec`."""
+    """Accuracy (percent) with its 95% interval over the fixed evaluation episodes of `spec`, and the expected
+    calibration error (percent, 15 bins) of all their query predictions."""
     start = time.perf_counter()
-    accuracies = episode_accuracies(model, class_images, spec, episodes, tasks_per_call)
+    accuracies, probabilities, labels = episode_predictions(model, class_images, spec, episodes, tasks_per_call)
     mean, half_width = confidence_interval(accuracies)
     return {
         "ways": spec.ways,
@@ -46,6 +82,7 @@ def evaluate(model, class_images, spec: EpisodeSpec, episodes=600, tasks_per_cal
         "episodes": int(len(accuracies)),
         "accuracy": round(100.0 * mean, 2),
         "ci95": round(100.0 * half_width, 2),
+        "ece": round(100.0 * expected_calibration_error(probabilities, labels), 2),
         "evaluation_seconds": round(time.perf_counter() - start, 1),
     }
 

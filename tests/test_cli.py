@@ -50,7 +50,8 @@ def test_train_eval_and_results_table(tmp_path, omniglot_dir):
         assert record["command"]["train"].startswith("mssl-tf train")
         # The recorded numbers are the trained model's on those fixed episodes, recomputed here.
         expected = evaluate(trained, test_split, EpisodeSpec(record["ways"], record["shots"], 15), episodes=20)
-        assert (record["accuracy"], record["ci95"]) == (expected["accuracy"], expected["ci95"])
+        assert (record["accuracy"], record["ci95"], record["ece"]) == (expected["accuracy"], expected["ci95"],
+                                                                       expected["ece"])
         assert record["accuracy"] > 2 * 100 / record["ways"]  # a trained ProtoNet is well above chance
 
     readme = tmp_path / "README.md"

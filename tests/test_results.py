@@ -57,3 +57,16 @@ def test_readme_tables_hold_omniglot_records_only(tmp_path):
     results.update_readme(readme, records)
     text = readme.read_text()
     assert "| omniglot-run |" in text and "clipart-run" not in text
+
+
+def test_records_with_and_without_calibration_make_the_same_table(tmp_path):
+    """Few-shot records carry `ece` since calibration is measured; older ones have none: both read, same row."""
+    records = tmp_path / "records"
+    common = {"episodes": 600, "command": {}, "commit": "x", "ways": 5, "shots": 1, "dataset": "omniglot"}
+    results.write_record(records, "old_5w1s", {**record("old"), **common})
+    results.write_record(records, "new_5w1s", {**record("new"), **common, "ece": 3.21})
+    read = {entry["run"]: entry for entry in results.read_records(records)}
+    assert set(read) == {"old", "new"} and read["new"]["ece"] == 3.21 and "ece" not in read["old"]
+    lines = results.render_table(list(read.values())).splitlines()
+    assert sorted(lines[2:]) == ["| new | simclr | no | 10 min | 90.00 ± 0.50 |",
+                                 "| old | simclr | no | 10 min | 90.00 ± 0.50 |"]

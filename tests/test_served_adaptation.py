@@ -3,7 +3,8 @@
 One model per family, exported and served by the embedded TF-Serving-compatible server: metric (ProtoNet,
 Matching, Siamese, Relation), optimization (MAML second order with its card's evaluation steps, ANIL, Meta-SGD), memory
 (the memory network; MANN, slow), network
-(hyper-network emitting a head, plus a fine-tuning step), and self-supervised (MoCo: nearest prototype of its
+(hyper-network emitting a head, plus a fine-tuning step), generation (VERSA: a Gaussian head per class, its
+predictive averaged over a fixed draw of samples), and self-supervised (MoCo: nearest prototype of its
 frozen features). The zoo's trained entries are used where the zoo has one, so the adaptation matters: for them
 the test also checks that nearest-prototype classification of the same features scores differently (what the
 served signature did before it ran each method's own adaptation).
@@ -39,12 +40,13 @@ UNTRAINED = {  # registry name → options (random initialization: the adaptatio
     "hypernetwork": {"inner_steps": 1, "evaluation_inner_steps": 2},
     "memory_persistent": {"persistent_slots": 4},  # values set below: an untrained persistent memory reads zero
     "mann": {"max_ways": 5, "controller_units": 32, "memory_slots": 16, "memory_width": 16},
+    "versa": {"initial_log_variance": 0.0},  # generation: sampled classifiers, averaged with a fixed evaluation draw
 }
 METHOD_OF = {"memory_persistent": "memory"}  # entries that are a registered method with other options
 ADAPTING = ("maml", "memory")  # trained entries whose own adaptation beats nearest prototype on their features
-# By default: nearest prototype (ProtoNet) and the two trained entries whose own adaptation differs from it (MAML's
-# inner steps, the memory's write and read); every other family member runs with the slow checks (each export
-# takes 5-20 s, the default suite's budget is about 10 minutes).
+# By default: nearest prototype (ProtoNet), the two trained entries whose own adaptation differs from it (MAML's
+# inner steps, the memory's write and read) and VERSA, the generation family's only member; every other family
+# member runs with the slow checks (each export takes 5-20 s, the default suite's budget is about 10 minutes).
 SLOW = ("anil", "metasgd", "matching", "siamese", "relation", "hypernetwork", "moco", "memory_persistent", "mann")
 
 

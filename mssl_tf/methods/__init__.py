@@ -11,6 +11,7 @@ from mssl_tf.methods.relation import RelationNet
 from mssl_tf.methods.reptile import Reptile
 from mssl_tf.methods.siamese import SiameseNet
 from mssl_tf.methods.ssl import SSL_METHODS, SSLModel
+from mssl_tf.methods.versa import Versa
 
 METHODS = {
     "protonet": (ProtoNet, {}),
@@ -24,6 +25,7 @@ METHODS = {
     "reptile": (Reptile, {"first_order": True}),
     "imaml": (IMAML, {}),
     "mann": (MANN, {}),  # Santoro et al. 2016: LSTM controller + LRUA external memory
+    "versa": (Versa, {}),  # generation-based: a Gaussian classifier generated per class (VERSA, ML-PIP)
     **META_SSL_METHODS,  # memory- and network-based meta-learning (mssl_tf/methods/meta_ssl/)
     **SSL_METHODS,  # self-supervised: trained on multi-view batches of unlabeled images (mssl_tf/methods/ssl/)
 }
@@ -46,7 +48,6 @@ def build_method(name: str, backbone, **options):
 
 
 __all__ = [
-    "DEFAULT_METHOD", "IMAML", "METHODS", "EpisodicModel", "MAML", "MANN", "MatchingNet", "ProtoNet", "RelationNet", "Reptile",
-    "SSLModel", "SiameseNet",
-    "SSL_METHODS", "build_method", "method_class",
+    "DEFAULT_METHOD", "IMAML", "MANN", "METHODS", "EpisodicModel", "MAML", "MatchingNet", "ProtoNet", "RelationNet",
+    "Reptile", "SSLModel", "SSL_METHODS", "SiameseNet", "Versa", "build_method", "method_class",
 ]

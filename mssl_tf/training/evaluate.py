@@ -46,7 +46,7 @@ def evaluate_and_record(model_path, settings, episodes=600, queries=15, data_dir
                         run_name=None, command="", split="test", evaluation_inner_steps=None,
                         source="zips", dataset=None) -> list[dict]:
     """Few-shot accuracy ± 95% interval per `(ways, shots)` setting on fixed episodes of a split of the run's
-    dataset (or `dataset`).
+    dataset (or `dataset`), with the expected calibration error of their query predictions (`ece`, percent).
 
     Writes one record per setting and the run's learning curve (`<run>_training.json`) when `results_dir` is given.
     """
@@ -82,7 +82,7 @@ def evaluate_and_record(model_path, settings, episodes=600, queries=15, data_dir
             **evaluation_fields(summary, command),
         }
         rows.append(record)
-        print(f"{ways}-way {shots}-shot: {result['accuracy']:.2f} ± {result['ci95']:.2f} % "
+        print(f"{ways}-way {shots}-shot: {result['accuracy']:.2f} ± {result['ci95']:.2f} %, ECE {result['ece']:.2f} % "
               f"({result['episodes']} episodes, {result['evaluation_seconds']} s)", flush=True)
         if results_dir:
             write_record(results_dir, f"{run}_{ways}w{shots}s", record)

@@ -4,7 +4,8 @@ Prints a JSON line per method (tests/workers/replica_check.py). A separate proce
 be configured before TensorFlow initializes.
 
 Negative controls (`*_bug` entries, tests/workers/replica_bugs.py) forget the 1/replicas scaling, once in the
-shared episodic step (ProtoNet), once in Reptile's own step and once in iMAML's: the comparison must fail on them.
+shared episodic step (ProtoNet), once in Reptile's own step and once in iMAML's; VERSA's control draws its training
+noise by the task's place on its replica instead of in the global meta-batch: the comparison must fail on them.
 """
 
 import os
@@ -33,6 +34,7 @@ OPTIONS = {
     "imaml": {"ways": 5, "inner_steps": 2, "inner_learning_rate": 0.1, "cg_steps": 2},
     "maml_shared_head": {"ways": 5, "inner_steps": 1, "inner_learning_rate": 0.4, "head": "shared"},
     "mann": {"max_ways": 5, "controller_units": 32, "memory_slots": 16, "memory_width": 8},
+    "versa": {"initial_log_variance": 0.0},  # wide classifiers from the start: the sampled noise moves the step
 }
 METHOD_OF = {"maml_shared_head": "maml"}  # entries that are a method with other options
 BUGS = {
@@ -40,6 +42,7 @@ BUGS = {
     "reptile_unscaled_direction_bug": (replica_bugs.ReptileUnscaledDirection,
                                        {**OPTIONS["reptile"], "first_order": True}),
     "imaml_unscaled_gradient_bug": (replica_bugs.IMAMLUnscaledGradient, OPTIONS["imaml"]),
+    "versa_local_noise_bug": (replica_bugs.VersaLocalNoise, OPTIONS["versa"]),
 }
 
 

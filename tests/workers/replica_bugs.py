@@ -7,7 +7,7 @@ the step scripts, after they configure their devices.
 
 import tensorflow as tf
 
-from mssl_tf.methods import IMAML, MAML, ProtoNet, Reptile
+from mssl_tf.methods import IMAML, MAML, ProtoNet, Reptile, Versa
 from mssl_tf.methods.episodic import task_cross_entropy
 from mssl_tf.methods.meta_ssl import HyperNetwork, MemoryNetwork
 
@@ -68,3 +68,11 @@ class IMAMLUnscaledGradient(IMAML):
         return self.update_trackers(
             tf.reduce_mean(task_cross_entropy(data["query_labels"], logits)), logits, data["query_labels"]
         )
+
+
+class VersaLocalNoise(Versa):
+    """VERSA whose training noise is indexed by the task's place on its replica, not in the global meta-batch:
+    the second replica's tasks draw the first tasks' noise, so the sampled classifiers differ from one device's."""
+
+    def first_task_index(self, tasks):
+        return 0
