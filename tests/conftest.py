@@ -59,3 +59,42 @@ def float64():
     finally:
         keras.config.set_floatx("float32")
         keras.config.set_dtype_policy(policy)
+
+
+# Opt-in per-test CPU record: `MSSL_TF_TEST_CPU=path.json python -m pytest ...` writes, for each test, the CPU seconds
+# of this process (time.process_time) plus those of its finished children (RUSAGE_CHILDREN), for setup (its fixtures),
+# call and teardown, and the wall seconds. CPU seconds depend little on what else runs on the machine; wall seconds do.
+# Under pytest-xdist each worker writes its own file, the worker's id appended to the name (path.json.gw0).
+_CPU_RECORD_PATH = os.environ.get("MSSL_TF_TEST_CPU")
+if _CPU_RECORD_PATH and os.environ.get("PYTEST_XDIST_WORKER"):
+    _CPU_RECORD_PATH += "." + os.environ["PYTEST_XDIST_WORKER"]
+_cpu_record = {}
+
+
+def _cpu_seconds():
+    import resource
+    import time
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+if _CPU_RECORD_PATH:
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        import time
+
+        cpu, wall = _cpu_seconds(), time.perf_counter()
+        yield
+        _cpu_record[item.nodeid] = {"cpu_seconds": round(_cpu_seconds() - cpu, 3),
+                                    "wall_seconds": round(time.perf_counter() - wall, 3)}
+
+    def pytest_sessionfinish(session):
+        import json
+
+        total = {"cpu_seconds": round(sum(test["cpu_seconds"] for test in _cpu_record.values()), 3),
+                 "wall_seconds": round(sum(test["wall_seconds"] for test in _cpu_record.values()), 3)}
+        ranked = dict(sorted(_cpu_record.items(), key=lambda entry: -entry[1]["cpu_seconds"]))
+        with open(_CPU_RECORD_PATH, "w", encoding="utf-8") as file:
+            json.dump({"total": total, "tests": ranked}, file, indent=1)
