@@ -33,8 +33,8 @@ def evaluation_classes(summary: dict, dataset: str | None, split: str, data_dir=
 
 
 def _skips(model, ways: int, shots: int) -> bool:
-    """True (and says why) when the model's classifier has a fixed width other than `ways` (e.g. a per-class MAML
-    head; a shared head, `few_shot_ways` None, adapts to any width)."""
+    """True (and says why) when the model's classifier has a fixed width other than `ways` (`few_shot_ways`: e.g. a
+    per-class head of an optimization-based learner; None when the method adapts to any width)."""
     fixed = getattr(model, "few_shot_ways", None)
     if fixed is not None and fixed != ways:
         print(f"skipping {ways}-way {shots}-shot: the model's classifier is {fixed}-way")
