@@ -22,8 +22,8 @@ setup(
         "pillow>=10,<14",
     ],
     extras_require={
-        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "tensorflow-serving-api==2.20.0", "grpcio==1.85.1",
-                 "aiohttp==3.14.3", "tensorflow-datasets==4.9.10", "importlib_resources==7.1.0"],
+        "test": ["pytest==9.2.0", "tensorflow-serving-api==2.20.0", "grpcio==1.85.1", "aiohttp==3.14.3",
+                 "tensorflow-datasets==4.9.10", "importlib_resources==7.1.0"],
         "serving": ["tensorflow-serving-api==2.20.0", "grpcio==1.85.1", "aiohttp==3.14.3"],
         "tfds": ["tensorflow-datasets==4.9.10", "importlib_resources==7.1.0"],
         "models": ["tf-models-official==2.20.0"],
