@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from mssl_tf.losses import replicas
 from mssl_tf.methods.episodic import EpisodicModel
 
 
@@ -130,8 +131,7 @@ class Versa(EpisodicModel):
     def first_task_index(self, tasks):
         """Index in the global meta-batch of this replica's first task (replicas hold consecutive slices), so that
         each task draws the training noise it draws on one device."""
-        context = tf.distribute.get_replica_context()
-        return 0 if context is None else context.replica_id_in_sync_group * tasks
+        return replicas.replica_offset(tasks)
 
     def meta_batch_learn(self, batch, training):
         tasks = batch["support_images"].shape[0]
