@@ -7,10 +7,12 @@
 # Metric learners train like the ProtoNet row (60-way 1-shot 5-query); the fixed-width optimization learners like
 # the MAML row (5-way 1-shot 5-query, meta-batch 32), and their evaluation inner steps are chosen on the validation
 # split (600 episodes, 5-way 1-shot, 1/3/5/10 steps), never on the test split.
-# Usage: bash benchmarks/families_table.sh [run:RUN | train:RUN | val:RUN | test:RUN ...]  (no argument: every run)
+# Usage: bash benchmarks/families_table.sh [run:RUN | train:RUN | val:RUN | test:RUN | matching ...]
+#   (no argument: the first table's runs; `matching`: its scale chosen on validation, then its row)
 # The recorded rows ran from a clean checkout of one commit (MSSL_TF="env PYTHONPATH=<checkout> .venv/bin/mssl-tf"),
 # as their records' `commit` says.
 set -u
+set -f  # flags such as hidden_units=[512] are not file patterns
 cd "$(dirname "$0")/.."
 M=${MSSL_TF:-.venv/bin/mssl-tf}
 OUT=runs/families
@@ -29,11 +31,33 @@ declare -A FLAGS=(
   [anil-conv4-omniglot-supervised-10min]="--method anil $FIXED_WIDTH --inner-steps 1 --inner-learning-rate 0.4"
   [reptile-conv4-omniglot-supervised-10min]="--method reptile $FIXED_WIDTH --inner-steps 5 --inner-learning-rate 0.1"
   [imaml-conv4-omniglot-supervised-10min]="--method imaml $FIXED_WIDTH --inner-steps 5 --inner-learning-rate 0.1"
+  # The MAML family at any width (--option head=shared): the same training, 20-way cells scored too.
+  [maml-shared-head-conv4-omniglot-supervised-10min]="--method maml $FIXED_WIDTH --inner-steps 1 --inner-learning-rate 0.4 --option head=shared"
+  [anil-shared-head-conv4-omniglot-supervised-10min]="--method anil $FIXED_WIDTH --inner-steps 1 --inner-learning-rate 0.4 --option head=shared"
+  [versa-conv4-omniglot-supervised-10min]="--method versa $METRIC"
+  # MANN reads a sequence of (image, previous label) pairs; its label input is max_ways wide, so it is trained and
+  # scored at 5 ways only (20-way cells empty).
+  [mann-conv4-omniglot-supervised-10min]="--method mann --ways 5 --shots 5 --queries 1 --meta-batch 16 --option max_ways=5"
+  # Matching Networks' softmax temperature (the cosine scale; 1 in the paper) is chosen on validation by three
+  # 3-minute runs (the `matching` phase), then the 10-minute row trains with the chosen scale.
+  [matching-scale1-3min]="--method matching $METRIC --minutes 3 --option scale=1"
+  [matching-scale10-3min]="--method matching $METRIC --minutes 3 --option scale=10"
+  [matching-scale30-3min]="--method matching $METRIC --minutes 3 --option scale=30"
+  # Unsupervised meta-learning (issue 13): PsCo on Omniglot views, no labels.
+  [psco-conv4-omniglot-unsupervised-10min]="--method psco --batch-size 128 --views omniglot --option queue_size=4096 --option hidden_units=[512] --option projection_units=128 --learning-rate 1e-3 --halve-every 1000"
+)
+# Settings scored on the test split when not the default (5w1s,5w5s,20w1s,20w5s; 5w1s,5w5s for fixed width).
+declare -A SETTINGS=(
+  [maml-shared-head-conv4-omniglot-supervised-10min]=5w1s,5w5s,20w1s,20w5s
+  [anil-shared-head-conv4-omniglot-supervised-10min]=5w1s,5w5s,20w1s,20w5s
+  [mann-conv4-omniglot-supervised-10min]=5w1s,5w5s
 )
 METRIC_RUNS="matching-conv4-omniglot-supervised-10min siamese-conv4-omniglot-supervised-10min
   relation-conv4-omniglot-supervised-10min"
 FIXED_WIDTH_RUNS="fomaml-conv4-omniglot-supervised-10min metasgd-conv4-omniglot-supervised-10min
-  anil-conv4-omniglot-supervised-10min reptile-conv4-omniglot-supervised-10min imaml-conv4-omniglot-supervised-10min"
+  anil-conv4-omniglot-supervised-10min reptile-conv4-omniglot-supervised-10min imaml-conv4-omniglot-supervised-10min
+  maml-shared-head-conv4-omniglot-supervised-10min anil-shared-head-conv4-omniglot-supervised-10min"
+MATCHING_SCALES="1 10 30"
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 is_fixed_width() { local run; for run in $FIXED_WIDTH_RUNS; do [ "$run" = "$1" ] && return 0; done; return 1; }
 
@@ -41,7 +65,7 @@ train() {  # train NAME
   local name=$1
   [ -f $OUT/$name/model.keras ] && return
   echo "=== train $name $(date -u +%T) load $(load)"
-  $M train ${FLAGS[$name]} $COMMON --output $OUT/$name --backup-dir $OUT/$name/backup > $OUT/$name.log 2>&1 \
+  $M train $COMMON ${FLAGS[$name]} --output $OUT/$name --backup-dir $OUT/$name/backup > $OUT/$name.log 2>&1 \
     || { echo "training failed: $OUT/$name.log"; return 1; }
   echo "    $(grep '^trained' $OUT/$name.log) — finished $(date -u +%T) load $(load)"
 }
@@ -65,6 +89,7 @@ test_row() {  # test_row NAME: 600 test episodes per setting, then the kNN and l
     validate $name
     settings=5w1s,5w5s extra="--evaluation-inner-steps $(chosen_steps $name)"
   fi
+  settings=${SETTINGS[$name]:-$settings}
   echo "=== test $name $extra $(date -u +%T) load $(load)"
   for setting in ${settings//,/ }; do
     [ -f $RESULTS/${name}_$setting.json ] || $M eval $OUT/$name --settings $setting --episodes 600 $extra \
@@ -77,6 +102,26 @@ test_row() {  # test_row NAME: 600 test episodes per setting, then the kNN and l
   grep -E "^[0-9]+-way|^knn|^linear" $OUT/$name.log | tail -6 | sed "s/^/    /"
 }
 
+choose_matching_scale() {  # train the 3-minute runs, score each on 600 validation episodes (5w1s, 20w1s), keep the best sum
+  local scale chosen
+  for scale in $MATCHING_SCALES; do
+    train matching-scale$scale-3min || return 1
+    [ -f $RESULTS/matching-scale$scale-3min-val_20w1s.json ] || $M eval $OUT/matching-scale$scale-3min --split val \
+      --settings 5w1s,20w1s --episodes 600 --results-dir $RESULTS --run-name matching-scale$scale-3min-val \
+      >> $OUT/matching-scale$scale-3min.log 2>&1
+  done
+  chosen=$(.venv/bin/python - $RESULTS $MATCHING_SCALES <<'EOF'
+import json, sys
+results, scales = sys.argv[1], sys.argv[2:]
+def score(scale):
+    return sum(json.load(open(f"{results}/matching-scale{scale}-3min-val_{s}.json"))["accuracy"] for s in ("5w1s", "20w1s"))
+print(max(scales, key=score))
+EOF
+)
+  echo "=== matching: scale $chosen chosen on validation"
+  FLAGS[matching-conv4-omniglot-supervised-10min]="--method matching $METRIC --option scale=$chosen"
+}
+
 if [ $# -eq 0 ]; then
   for name in $METRIC_RUNS $FIXED_WIDTH_RUNS; do train $name && test_row $name; done
 fi
@@ -86,7 +131,9 @@ for phase in "$@"; do
     val:*) validate ${phase#val:} ;;
     test:*) test_row ${phase#test:} ;;
     run:*) train ${phase#run:} && test_row ${phase#run:} ;;
-    *) echo "unknown phase $phase (run:RUN, train:RUN, val:RUN or test:RUN)"; exit 2 ;;
+    matching) choose_matching_scale && train matching-conv4-omniglot-supervised-10min \
+      && test_row matching-conv4-omniglot-supervised-10min ;;
+    *) echo "unknown phase $phase (run:RUN, train:RUN, val:RUN, test:RUN or matching)"; exit 2 ;;
   esac
 done
 echo "=== done $(date -u +%T)"
