@@ -20,6 +20,8 @@ RESULTS=benchmarks/results
 COMMON="--minutes 10 --steps 100000 --steps-per-epoch 250 --validate-episodes 200 --seed 0"
 METRIC="--ways 60 --shots 1 --queries 5"
 FIXED_WIDTH="--ways 5 --shots 1 --queries 5 --meta-batch 32 --halve-every 0 --evaluation-inner-steps 3"
+AUGMENTATION="--tasks augmentation --views omniglot --ways 50 --shots 1 --queries 3"
+AUGMENTATION_5SHOT="--tasks augmentation --views omniglot --ways 20 --shots 5 --queries 3"
 mkdir -p $OUT
 
 declare -A FLAGS=(
@@ -43,6 +45,13 @@ declare -A FLAGS=(
   [matching-scale1-3min]="--method matching $METRIC --minutes 3 --option scale=1"
   [matching-scale10-3min]="--method matching $METRIC --minutes 3 --option scale=10"
   [matching-scale30-3min]="--method matching $METRIC --minutes 3 --option scale=30"
+  # The memory network of the zoo card (augmentation tasks, no labels) against the same with a persistent memory of 16
+  # learned slots, trained in the same session; and, with 5 shots per class so that the write order matters,
+  # parallel against sequential (error-driven) writes in meta-training.
+  [memory-augmentation-tasks-conv4-omniglot-unsupervised-10min-rerun]="--method memory $AUGMENTATION"
+  [memory-persistent16-augmentation-tasks-conv4-omniglot-unsupervised-10min]="--method memory $AUGMENTATION --option persistent_slots=16"
+  [memory-parallel-5shot-augmentation-tasks-conv4-omniglot-unsupervised-10min]="--method memory $AUGMENTATION_5SHOT --option write_order=parallel"
+  [memory-sequential-5shot-augmentation-tasks-conv4-omniglot-unsupervised-10min]="--method memory $AUGMENTATION_5SHOT --option write_order=sequential"
   # Unsupervised meta-learning (issue 13): PsCo on Omniglot views, no labels.
   [psco-conv4-omniglot-unsupervised-10min]="--method psco --batch-size 128 --views omniglot --option queue_size=4096 --option hidden_units=[512] --option projection_units=128 --learning-rate 1e-3 --halve-every 1000"
 )
