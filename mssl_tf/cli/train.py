@@ -43,6 +43,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--halve-every", type=int, default=2000, help="halve the learning rate every N steps")
+    parser.add_argument("--lr-schedule", choices=("halve", "cosine"), default="halve",
+                        help="halve: every --halve-every steps; cosine: from --learning-rate to 0 over the budget "
+                             "(--steps or --minutes, whichever ends the run first)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--strategy", choices=["default", "mirrored", "multiworker"], default="default",
@@ -103,7 +106,8 @@ def train_config(args):
         ways=args.ways, shots=args.shots,
         queries=args.queries, meta_batch=args.meta_batch, batch_size=args.batch_size, views=args.views,
         probe=args.probe, steps=args.steps, steps_per_epoch=args.steps_per_epoch, minutes=args.minutes,
-        learning_rate=args.learning_rate, halve_every=args.halve_every or None, seed=args.seed,
+        learning_rate=args.learning_rate, halve_every=args.halve_every or None,
+        lr_schedule=args.lr_schedule, seed=args.seed,
         strategy=args.strategy, devices=args.devices, jit_compile=args.jit_compile, method_options=options,
         validate_episodes=args.validate_episodes, tensorboard=args.tensorboard, output=args.output,
         backup_dir=args.backup_dir, backup_every=args.backup_every, early_stop=args.early_stop,

@@ -26,6 +26,34 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class CosineOverBudget(keras.callbacks.Callback):
+    """`--lr-schedule cosine`: the learning rate falls from its base to 0 along a half cosine over the run's budget,
+    whichever of `steps` and `minutes` ends it first (progress = the larger of the two fractions spent), so a run
+    stopped by its time budget still ends with the small steps of a finished schedule. Set before every step."""
+
+    def __init__(self, base_learning_rate, steps, minutes, clock):
+        super().__init__()
+        self.base, self.steps, self.minutes, self.clock = base_learning_rate, steps, minutes, clock
+
+    def progress(self):
+        spent = self.clock.steps / self.steps
+        if self.minutes:
+            spent = max(spent, self.clock.training_seconds() / (60.0 * self.minutes))
+        return min(1.0, spent)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.base * 0.5 * (1.0 + math.cos(math.pi * self.progress())))
+
+
+def learning_rate_schedule(config, clock) -> list:
+    """The callbacks that set the learning rate during the run (none when the optimizer's own schedule does)."""
+    if config.lr_schedule == "cosine":
+        return [CosineOverBudget(config.learning_rate, config.steps, config.minutes, clock)]
+    if config.lr_schedule != "halve":
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}: 'halve' or 'cosine'")
+    return []
+
+
 class TrainingClock(keras.callbacks.Callback):
     """Training wall time, excluding the time spent in validation; counts optimizer steps."""
 

@@ -39,6 +39,7 @@ class TrainConfig:
     minutes: float | None = None
     learning_rate: float = 1e-3
     halve_every: int | None = 2000
+    lr_schedule: str = "halve"  # "halve" (every `halve_every` steps; 0/None: constant) or "cosine" over the budget
     seed: int = 0
     strategy: str = "default"
     devices: int | None = None

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from mssl_tf import distribute
-from mssl_tf.training.callbacks import TimeBudget, TrainingClock, validation_curve
+from mssl_tf.training.callbacks import TimeBudget, TrainingClock, learning_rate_schedule, validation_curve
 from mssl_tf.training.config import TrainConfig
 from mssl_tf.training.datasets import DatasetFunction, distributed_dataset_fn
 from mssl_tf.training.guards import DatasetExhaustedError, check_finite_loss, dataset_exhausted_message
@@ -387,6 +387,7 @@ def train_distributed(config: TrainConfig, callbacks=()) -> dict:
     all_callbacks = [clock, curve, *callbacks]
     if config.minutes:
         all_callbacks.append(TimeBudget(config.minutes, clock))
+    all_callbacks.extend(learning_rate_schedule(config, clock))
     output = Path(config.output)
     trainer = DistributedTrainer(
         model, strategy, distributed_dataset_fn(config, train_images),

@@ -11,7 +11,8 @@ import keras
 from mssl_tf.data import EpisodeSpec
 from mssl_tf.evaluation import confidence_interval, episode_accuracies
 from mssl_tf.training.backup import AtomicBackupAndRestore
-from mssl_tf.training.callbacks import VALIDATION_SEED, TimeBudget, TrainingClock, validation_curve, validation_spec
+from mssl_tf.training.callbacks import (VALIDATION_SEED, TimeBudget, TrainingClock, learning_rate_schedule,
+                                        validation_curve, validation_spec)
 from mssl_tf.training.config import TrainConfig, load_classes
 from mssl_tf.training.datasets import training_dataset
 from mssl_tf.training.guards import DatasetExhaustionGuard, NonFiniteLossGuard, StepLimit
@@ -41,6 +42,7 @@ def train_with_fit(config: TrainConfig, callbacks=()) -> dict:
                         StepLimit(config.steps), backup, clock, curve]
     if config.minutes:
         driver_callbacks.append(TimeBudget(config.minutes, clock))
+    driver_callbacks.extend(learning_rate_schedule(config, clock))
     if config.tensorboard:
         driver_callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
     if config.early_stop:

@@ -45,6 +45,8 @@ def build_model(config: TrainConfig, class_images=None) -> keras.Model:
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     learning_rate = config.learning_rate
+    if config.lr_schedule == "cosine":  # a variable, set before every step by callbacks.CosineOverBudget
+        return keras.optimizers.Adam(learning_rate)
     if config.halve_every:
         learning_rate = keras.optimizers.schedules.ExponentialDecay(
             config.learning_rate, config.halve_every, 0.5, staircase=True
