@@ -7,7 +7,7 @@
 # Metric learners train like the ProtoNet row (60-way 1-shot 5-query); the fixed-width optimization learners like
 # the MAML row (5-way 1-shot 5-query, meta-batch 32), and their evaluation inner steps are chosen on the validation
 # split (600 episodes, 5-way 1-shot, 1/3/5/10 steps), never on the test split.
-# Usage: bash benchmarks/families_table.sh [run:RUN | train:RUN | val:RUN | test:RUN | matching ...]
+# Usage: bash benchmarks/families_table.sh [run:RUN | train:RUN | val:RUN | valrow:RUN | test:RUN | matching ...]
 #   (no argument: the first table's runs; `matching`: its scale chosen on validation, then its row)
 # The recorded rows ran from a clean checkout of one commit (MSSL_TF="env PYTHONPATH=<checkout> .venv/bin/mssl-tf"),
 # as their records' `commit` says.
@@ -22,6 +22,7 @@ METRIC="--ways 60 --shots 1 --queries 5"
 FIXED_WIDTH="--ways 5 --shots 1 --queries 5 --meta-batch 32 --halve-every 0 --evaluation-inner-steps 3"
 AUGMENTATION="--tasks augmentation --views omniglot --ways 50 --shots 1 --queries 3"
 AUGMENTATION_5SHOT="--tasks augmentation --views omniglot --ways 20 --shots 5 --queries 3"
+PSCO="--batch-size 128 --views omniglot --option queue_size=4096 --option hidden_units=[512] --option projection_units=128 --learning-rate 1e-3"
 mkdir -p $OUT
 
 declare -A FLAGS=(
@@ -53,7 +54,8 @@ declare -A FLAGS=(
   [memory-parallel-5shot-augmentation-tasks-conv4-omniglot-unsupervised-10min]="--method memory $AUGMENTATION_5SHOT --option write_order=parallel"
   [memory-sequential-5shot-augmentation-tasks-conv4-omniglot-unsupervised-10min]="--method memory $AUGMENTATION_5SHOT --option write_order=sequential"
   # Unsupervised meta-learning (issue 13): PsCo on Omniglot views, no labels.
-  [psco-conv4-omniglot-unsupervised-10min]="--method psco --batch-size 128 --views omniglot --option queue_size=4096 --option hidden_units=[512] --option projection_units=128 --learning-rate 1e-3 --halve-every 1000"
+  [psco-conv4-omniglot-unsupervised-10min]="--method psco $PSCO --halve-every 1000"
+  [psco-cosine-conv4-omniglot-unsupervised-10min]="--method psco $PSCO --lr-schedule cosine"
 )
 # Settings scored on the test split when not the default (5w1s,5w5s,20w1s,20w5s; 5w1s,5w5s for fixed width).
 declare -A SETTINGS=(
@@ -82,6 +84,12 @@ train() {  # train NAME
 validate() {  # validate NAME: accuracy after 1, 3, 5 and 10 inner steps on 600 validation episodes (5-way 1-shot)
   [ -f $RESULTS/$1-val_5w1s_adaptation.json ] || $M eval $OUT/$1 --split val --settings 5w1s --episodes 600 \
     --adaptation-steps 1,3,5,10 --results-dir $RESULTS --run-name $1-val >> $OUT/$1.log 2>&1
+}
+
+validate_row() {  # validate_row NAME: 600 validation episodes, 5-way and 20-way 1-shot (to choose between runs)
+  [ -f $RESULTS/$1-val_20w1s.json ] || $M eval $OUT/$1 --split val --settings 5w1s,20w1s --episodes 600 \
+    --results-dir $RESULTS --run-name $1-val >> $OUT/$1.log 2>&1
+  grep -E "^[0-9]+-way" $OUT/$1.log | tail -2 | sed "s/^/    val /"
 }
 
 chosen_steps() {  # chosen_steps NAME: the inner steps with the best validation accuracy (fewer steps on a tie)
@@ -138,11 +146,12 @@ for phase in "$@"; do
   case $phase in
     train:*) train ${phase#train:} ;;
     val:*) validate ${phase#val:} ;;
+    valrow:*) validate_row ${phase#valrow:} ;;
     test:*) test_row ${phase#test:} ;;
     run:*) train ${phase#run:} && test_row ${phase#run:} ;;
     matching) choose_matching_scale && train matching-conv4-omniglot-supervised-10min \
       && test_row matching-conv4-omniglot-supervised-10min ;;
-    *) echo "unknown phase $phase (run:RUN, train:RUN, val:RUN, test:RUN or matching)"; exit 2 ;;
+    *) echo "unknown phase $phase (run:RUN, train:RUN, val:RUN, valrow:RUN, test:RUN or matching)"; exit 2 ;;
   esac
 done
 echo "=== done $(date -u +%T)"
