@@ -27,6 +27,7 @@ from tests.workers.replica_check import fit_from, report  # noqa: E402
 OPTIONS = {
     "protonet": {},
     "matching": {},
+    "relation": {},  # class_pooling="mean" (default)
     "maml": {"ways": 5, "inner_steps": 1, "inner_learning_rate": 0.4},
     "fomaml": {"ways": 5, "inner_steps": 1, "inner_learning_rate": 0.4},
     "metasgd": {"ways": 5, "inner_steps": 1, "inner_learning_rate": 0.4},
