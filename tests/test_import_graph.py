@@ -16,7 +16,7 @@ PACKAGE_ROOT = Path(__file__).parents[1] / "mssl_tf"
 
 # `mssl_tf.training`'s modules from the bottom up: each may import only those before it.
 TRAINING_LAYERS = (
-    "config", "artifacts", "clusters", "datasets", "model", "guards", "backup", "callbacks", "records", "fit",
+    "config", "artifacts", "clusters", "datasets", "model", "guards", "backup", "callbacks", "records", "snapshots", "fit",
     "distributed", "run", "evaluate",
 )
 

@@ -14,6 +14,17 @@ from mssl_tf.methods import DEFAULT_METHOD, METHODS
 METHOD_SHORTCUTS = ("inner_steps", "evaluation_inner_steps", "inner_learning_rate")  # flags that are method options
 
 
+def parse_minutes(text: str) -> tuple[float, ...]:
+    """`"10,30,60"` → `(10.0, 30.0, 60.0)` (positive)."""
+    try:
+        marks = tuple(float(item) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--snapshot-minutes {text!r} is not a comma-separated list of numbers")
+    if min(marks) <= 0:
+        raise argparse.ArgumentTypeError("--snapshot-minutes must be positive")
+    return marks
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser("train", help="train a method on a registered dataset with model.fit (or the "
                                  "multi-worker driver)")
@@ -41,6 +52,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--steps", type=int, default=1000, help="optimizer steps (meta-iterations) at most")
     parser.add_argument("--steps-per-epoch", type=int, default=100)
     parser.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
+    parser.add_argument("--snapshot-minutes", type=parse_minutes, default=(), metavar="M1,M2,...",
+                        help="keep the model when training time (the --minutes clock) reaches each mark, in "
+                        "OUTPUT/snapshots/<M>min/ (loadable by mssl-tf eval): accuracy against training time")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--halve-every", type=int, default=2000, help="halve the learning rate every N steps")
     parser.add_argument("--lr-schedule", choices=("halve", "cosine"), default="halve",
@@ -106,6 +120,7 @@ def train_config(args):
         ways=args.ways, shots=args.shots,
         queries=args.queries, meta_batch=args.meta_batch, batch_size=args.batch_size, views=args.views,
         probe=args.probe, steps=args.steps, steps_per_epoch=args.steps_per_epoch, minutes=args.minutes,
+        snapshot_minutes=args.snapshot_minutes,
         learning_rate=args.learning_rate, halve_every=args.halve_every or None,
         lr_schedule=args.lr_schedule, seed=args.seed,
         strategy=args.strategy, devices=args.devices, jit_compile=args.jit_compile, method_options=options,

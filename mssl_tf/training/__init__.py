@@ -2,8 +2,8 @@
 
 The modules import downward only (`tests/test_import_graph.py` checks it):
 
-    config → artifacts → clusters → datasets → model → guards → backup → callbacks → records → fit → distributed
-    → run → evaluate
+    config → artifacts → clusters → datasets → model → guards → backup → callbacks → records → snapshots → fit
+    → distributed → run → evaluate
 
 - `config`: `TrainConfig` and the checks of what no driver can train;
 - `artifacts`: a run's files (`model.keras`, `train.json`) read back: `load_trained`;
@@ -16,6 +16,7 @@ The modules import downward only (`tests/test_import_graph.py` checks it):
 - `guards`, `callbacks`: stop on a non-finite loss, an exhausted dataset, the step limit, the time budget;
   the training clock and the validation curve;
 - `records`: `train.json` and every evaluation record, one writer, one hardware description;
+- `snapshots`: the model kept at marks of training time (`<output>/snapshots/<N>min/`), for accuracy against time;
 - `fit`, `distributed`: the two drivers; `run.train` picks one;
 - `evaluate`: few-shot, frozen-encoder and adaptation scores of a trained run, recorded.
 

@@ -50,14 +50,19 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         save_freq: `"epoch"` or a number of batches between backups.
         keep: complete backups kept (at least 2: the newest and a fallback).
         delete_checkpoint: remove `backup_dir` when training ends normally.
+        run_state: `() → dict` of JSON values saved with every backup (e.g. the training seconds so far); a
+            restore puts the saved dict in `restored_state` ({} for a fresh start or an older backup).
     """
 
-    def __init__(self, backup_dir, save_freq="epoch", keep: int = 2, delete_checkpoint: bool = True):
+    def __init__(self, backup_dir, save_freq="epoch", keep: int = 2, delete_checkpoint: bool = True,
+                 run_state=None):
         super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=False,
                          delete_checkpoint=delete_checkpoint)
         self.directory = Path(backup_dir)
         self.keep = max(2, int(keep))
+        self.run_state = run_state
         self.restored_from: str | None = None
+        self.restored_state: dict = {}
 
     # === Saving ===
     def _save_model(self):
@@ -71,7 +76,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         partial.mkdir()
         weights, metadata = partial / "weights.weights.h5", partial / "training_metadata.json"
         self.model.save_weights(weights, overwrite=True)
-        metadata.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen, "step": step}))
+        state = self.run_state() if self.run_state else {}
+        metadata.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen, "step": step,
+                                        "run_state": state}))
         for path in (weights, metadata):
             fsync_file(path)
         fsync_directory(partial)
@@ -106,10 +113,11 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 if missing:
                     raise FileNotFoundError(f"{', '.join(missing)} missing")
                 self._load_model()
+                state = json.loads((candidate / "training_metadata.json").read_text()).get("run_state", {})
             except (OSError, ValueError, KeyError) as error:  # JSONDecodeError is a ValueError
                 errors.append(f"{candidate.name}: {type(error).__name__}: {error}")
                 continue
-            self.restored_from = candidate.name
+            self.restored_from, self.restored_state = candidate.name, state
             if errors:
                 print(f"backup: restored {candidate.name}; could not load {'; '.join(errors)}", flush=True)
             return

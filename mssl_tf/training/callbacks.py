@@ -55,11 +55,16 @@ def learning_rate_schedule(config, clock) -> list:
 
 
 class TrainingClock(keras.callbacks.Callback):
-    """Training wall time, excluding the time spent in validation; counts optimizer steps."""
+    """Training wall time, excluding the time spent in validation (and in snapshots); counts optimizer steps.
+
+    `earlier` holds the training seconds of the run before a resume (restored from its backup), so the time
+    budget, the snapshots and `train.json` count the whole run, not the last start only.
+    """
 
     def __init__(self):
         super().__init__()
         self.start = None
+        self.earlier = 0.0
         self.excluded = 0.0
         self.steps = 0
 
@@ -71,7 +76,7 @@ class TrainingClock(keras.callbacks.Callback):
         self.steps += 1
 
     def training_seconds(self):
-        return time.perf_counter() - self.start - self.excluded
+        return self.earlier + time.perf_counter() - self.start - self.excluded
 
 
 class ValidationCurve(keras.callbacks.Callback):

@@ -37,6 +37,7 @@ class TrainConfig:
     steps: int = 1000
     steps_per_epoch: int = 100
     minutes: float | None = None
+    snapshot_minutes: tuple[float, ...] = ()  # marks of training time: the model kept at each (fit driver)
     learning_rate: float = 1e-3
     halve_every: int | None = 2000
     lr_schedule: str = "halve"  # "halve" (every `halve_every` steps; 0/None: constant) or "cosine" over the budget
@@ -106,6 +107,11 @@ def check(config: TrainConfig) -> None:
                              "episodes: train a method on views, or pass --tasks augmentation (or another kind)")
         if config.probe:
             raise ValueError(f"--probe needs labels; --split {config.split} of {config.dataset} has none")
+    if any(minutes <= 0 for minutes in config.snapshot_minutes):
+        raise ValueError(f"--snapshot-minutes must be positive, got {list(config.snapshot_minutes)}")
+    if config.snapshot_minutes and config.strategy == "multiworker":
+        raise ValueError("--snapshot-minutes works with --strategy default or mirrored (the workers' clocks differ, "
+                         "and a model save needs every worker at the same step); drop it for multiworker runs")
     spec_of(config.dataset)  # an unknown dataset fails here, naming the registry
     unknown = set(config.task_options) - set(TASK_OPTIONS)
     if unknown:

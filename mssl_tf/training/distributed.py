@@ -83,6 +83,8 @@ class DistributedTrainer:
         minutes: stop after this much training time (the workers agree on the step).
         callbacks: Keras callbacks; the driver calls their train/epoch/batch hooks and honours
             `model.stop_training` (across workers, one step later).
+        clock: the run's `TrainingClock` (also in `callbacks`): its training seconds are checkpointed and
+            restored, so a resumed run's time budget and `train_seconds` continue from the checkpoint's.
         preemption_checkpoint: in a multi-worker run, also use
             `tf.distribute.experimental.PreemptionCheckpointHandler`: a SIGTERM to any worker makes every worker
             save a checkpoint at the same step and exit (code 42); run the same command again to resume. It
@@ -104,6 +106,7 @@ class DistributedTrainer:
         early_stopping: EarlyStopping | None = None,
         minutes: float | None = None,
         callbacks=(),
+        clock: TrainingClock | None = None,
         preemption_checkpoint: bool = False,
         verbose: bool = True,
     ):
@@ -135,11 +138,14 @@ class DistributedTrainer:
         self.best = tf.Variable(math.nan, dtype=tf.float64, trainable=False, name="early_stopping_best")
         self.wait = tf.Variable(0, dtype=tf.int64, trainable=False, name="early_stopping_wait")
         self.history_json = tf.Variable("{}", dtype=tf.string, trainable=False, name="history")
+        self.clock = clock
+        self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
         metric_variables = [variable for metric in model.metrics for variable in metric.variables]
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=model.optimizer, model_weights=list(model.weights),
             metric_variables=metric_variables, step=self.step,
             early_stopping_best=self.best, early_stopping_wait=self.wait, history=self.history_json,
+            train_seconds=self.train_seconds,
         )
         self._step_function = None
         self.resumed_from = 0
@@ -158,12 +164,16 @@ class DistributedTrainer:
         latest = tf.train.latest_checkpoint(str(self.checkpoint_dir))
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
+        if self.clock is not None:
+            self.clock.earlier = float(self.train_seconds.numpy())
         return int(self.step.numpy())
 
     def save(self) -> None:
         """Writes a checkpoint numbered by the step; every worker must call it at the same step."""
         if self.checkpoint_dir is None:
             return
+        if self.clock is not None:
+            self.train_seconds.assign(self.clock.training_seconds())
         self.manager.save(checkpoint_number=int(self.step.numpy()))
         distribute.remove_worker_directory(self.checkpoint_dir, self.strategy)
 
@@ -395,7 +405,7 @@ def train_distributed(config: TrainConfig, callbacks=()) -> dict:
         checkpoint_dir=config.backup_dir or output / "backup", checkpoint_every=config.backup_every,
         tensorboard=config.tensorboard,
         early_stopping=EarlyStopping(config.early_stop, config.patience) if config.early_stop else None,
-        callbacks=all_callbacks, preemption_checkpoint=config.preemption_checkpoint,
+        callbacks=all_callbacks, clock=clock, preemption_checkpoint=config.preemption_checkpoint,
     )
     result = trainer.fit()
 

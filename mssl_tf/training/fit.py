@@ -18,28 +18,34 @@ from mssl_tf.training.datasets import training_dataset
 from mssl_tf.training.guards import DatasetExhaustionGuard, NonFiniteLossGuard, StepLimit
 from mssl_tf.training.model import build_model, prepare
 from mssl_tf.training.records import run_summary, untrained_summary, write_train_summary
+from mssl_tf.training.snapshots import TrainingTimeSnapshots, snapshot_records
 
 
 def train_with_fit(config: TrainConfig, callbacks=()) -> dict:
     """Trains with `model.fit`, saves `<output>/model.keras` and `<output>/train.json`, returns the summary.
 
-    A run killed part-way resumes from its last backup (`backup_dir`) when started again with the same config.
+    A run killed part-way resumes from its last backup (`backup_dir`) when started again with the same config;
+    its training clock (time budget, snapshots, `train_seconds`) continues from the backup's.
     """
     strategy, model, train_images, validation_images = prepare(config)
+    clock = TrainingClock()
     backup_dir = config.backup_dir or str(Path(config.output) / "backup")
-    backup = AtomicBackupAndRestore(backup_dir, save_freq=config.backup_every)
+    backup = AtomicBackupAndRestore(backup_dir, save_freq=config.backup_every,
+                                    run_state=lambda: {"train_seconds": clock.training_seconds()})
     backup.set_model(model)
     backup.on_train_begin()  # restores now: the batches must continue from the restored step
     start_step = int(model.optimizer.iterations.numpy())
+    clock.earlier = float(backup.restored_state.get("train_seconds", 0.0))
     if start_step:
-        print(f"resumed from step {start_step} ({backup_dir})", flush=True)
+        print(f"resumed from step {start_step} after {clock.earlier:.1f} s of training ({backup_dir})", flush=True)
     dataset = training_dataset(config, train_images, start_step)
 
-    clock = TrainingClock()
     curve = validation_curve(config, model, validation_images, clock)
     # The guards come first: a diverged step must stop training before the backup overwrites the last good one.
     driver_callbacks = [NonFiniteLossGuard(backup_dir), DatasetExhaustionGuard(config.steps_per_epoch, config.steps),
                         StepLimit(config.steps), backup, clock, curve]
+    if config.snapshot_minutes:
+        driver_callbacks.append(TrainingTimeSnapshots(config, clock, curve))
     if config.minutes:
         driver_callbacks.append(TimeBudget(config.minutes, clock))
     driver_callbacks.extend(learning_rate_schedule(config, clock))
@@ -60,6 +66,7 @@ def train_with_fit(config: TrainConfig, callbacks=()) -> dict:
         config, clock.training_seconds(), clock.steps, curve.points,
         {key: [float(value) for value in values] for key, values in history.history.items()},
         resumed_from=start_step,
+        **({"snapshots": snapshot_records(output, config.snapshot_minutes)} if config.snapshot_minutes else {}),
     )
     write_train_summary(output, summary)
     return summary
