@@ -37,6 +37,8 @@ declare -A FLAGS=(
   # The MAML family at any width (--option head=shared): the same training, 20-way cells scored too.
   [maml-shared-head-conv4-omniglot-supervised-10min]="--method maml $FIXED_WIDTH --inner-steps 1 --inner-learning-rate 0.4 --option head=shared"
   [anil-shared-head-conv4-omniglot-supervised-10min]="--method anil $FIXED_WIDTH --inner-steps 1 --inner-learning-rate 0.4 --option head=shared"
+  # Relation Networks pooling a class's support by its mean (the default since the 5-shot collapse of the sum row).
+  [relation-mean-pooling-conv4-omniglot-supervised-10min]="--method relation $METRIC --option class_pooling=mean"
   [versa-conv4-omniglot-supervised-10min]="--method versa $METRIC"
   # MANN reads a sequence of (image, previous label) pairs; its label input is max_ways wide, so it is trained and
   # scored at 5 ways only (20-way cells empty).
