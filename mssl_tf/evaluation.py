@@ -47,7 +47,8 @@ def episode_predictions(model, class_images, spec: EpisodeSpec, episodes=600, ta
 
 
 # model → {trace settings → traced scorer}. Validation scores the same model after every epoch: traced once, a
-# 10-episode ProtoNet pass takes a fifth of the CPU of one that traces (benchmarks/validation_retrace.py).
+# 10-episode pass takes 0.22 (ProtoNet) and 0.35 (MAML) of the CPU of one that traces, a 200-episode pass 0.84 and
+# 0.90 (benchmarks/results/validation_retrace.json).
 _SCORERS = weakref.WeakKeyDictionary()
 
 
