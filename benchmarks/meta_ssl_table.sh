@@ -43,6 +43,9 @@ wanted "$@" && run $NAME 5w1s,5w5s,20w1s,20w5s "" -- --method protonet --tasks c
 NAME=byol-then-protonet-augmentation-tasks-conv4-omniglot-unsupervised-10min  # BYOL + meta-learning
 wanted "$@" && run $NAME 5w1s,5w5s,20w1s,20w5s "" -- --method protonet $AUGMENTATION \
   --init-from $SSL/byol-conv4-omniglot-unsupervised-10min
+NAME=byol-protonet-jointly-augmentation-tasks-conv4-omniglot-unsupervised-10min  # BYOL + meta-learning, one encoder
+wanted "$@" && run $NAME 5w1s,5w5s,20w1s,20w5s "" -- --method byol_protonet $AUGMENTATION --option byol_weight=1 \
+  --snapshot-minutes 1,2,5
 NAME=protonet-conv4-omniglot-supervised-10min  # the oracle: labels used
 wanted "$@" && run $NAME 5w1s,5w5s,20w1s,20w5s "" -- --method protonet --ways 60 --shots 1 --queries 5
 NAME=maml-conv4-omniglot-supervised-10min

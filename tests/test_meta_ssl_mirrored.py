@@ -19,6 +19,7 @@ def test_two_replicas_equal_one(name, step_results):
 
 
 @pytest.mark.parametrize("name", sorted(BUGS))
-def test_a_step_that_forgets_the_replica_scaling_is_caught(name, step_results):
-    """Negative control: the same comparison fails on a step that is right on one device only."""
+def test_a_step_that_is_right_on_one_device_only_is_caught(name, step_results):
+    """Negative control: the same comparison fails on a step that is right on one device only (a forgotten 1/replicas
+    scaling, batch statistics shared across the replicas' tasks)."""
     assert_replicas_disagree(step_results[name])

@@ -41,13 +41,15 @@ UNTRAINED = {  # registry name → options (random initialization: the adaptatio
     "memory_persistent": {"persistent_slots": 4},  # values set below: an untrained persistent memory reads zero
     "mann": {"max_ways": 5, "controller_units": 32, "memory_slots": 16, "memory_width": 16},
     "versa": {"initial_log_variance": 0.0},  # generation: sampled classifiers, averaged with a fixed evaluation draw
+    "byol_protonet": {},  # BYOL + ProtoNet: the heads and target network are not served, the prototypes are
 }
 METHOD_OF = {"memory_persistent": "memory"}  # entries that are a registered method with other options
 ADAPTING = ("maml", "memory")  # trained entries whose own adaptation beats nearest prototype on their features
 # By default: nearest prototype (ProtoNet), the two trained entries whose own adaptation differs from it (MAML's
 # inner steps, the memory's write and read) and VERSA, the generation family's only member; every other family
 # member runs with the slow checks (each export takes 5-20 s, the default suite's budget is about 10 minutes).
-SLOW = ("anil", "metasgd", "matching", "siamese", "relation", "hypernetwork", "moco", "memory_persistent", "mann")
+SLOW = ("anil", "metasgd", "matching", "siamese", "relation", "hypernetwork", "moco", "memory_persistent", "mann",
+        "byol_protonet")
 
 
 @pytest.fixture(scope="module")

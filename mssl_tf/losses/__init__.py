@@ -1,7 +1,7 @@
 """Self-supervised losses: pure functions of embeddings (cross-replica aware where a method needs the global batch)."""
 
 from mssl_tf.losses.barlow_twins import barlow_twins_loss, cross_correlation
-from mssl_tf.losses.byol import byol_loss, symmetric_byol_loss
+from mssl_tf.losses.byol import byol_loss, multi_view_byol_loss, symmetric_byol_loss
 from mssl_tf.losses.infonce import infonce
 from mssl_tf.losses.nt_xent import nt_xent
 from mssl_tf.losses.simsiam import negative_cosine, simsiam_loss
@@ -14,6 +14,7 @@ __all__ = [
     "byol_loss",
     "cross_correlation",
     "infonce",
+    "multi_view_byol_loss",
     "negative_cosine",
     "nt_xent",
     "simsiam_loss",

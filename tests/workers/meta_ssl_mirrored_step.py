@@ -5,7 +5,8 @@ Prints a JSON line per method with the losses and the size of the update and of 
 is needed because logical devices must be configured before TensorFlow initializes (as tests/workers/mirrored_step.py).
 
 Negative controls (`*_bug` entries, tests/workers/replica_bugs.py): the memory network and the hyper-network with
-the 1/replicas loss scaling forgotten must fail the comparison.
+the 1/replicas loss scaling forgotten, and BYOL + ProtoNet with its heads' batch norm synchronized across replicas
+(each task's statistics mixed with the other replica's task), must fail the comparison.
 """
 
 import os
@@ -30,10 +31,14 @@ OPTIONS = {
     "memory": {"write_passes": 2},
     "hypernetwork": {"inner_steps": 1},
     "maml": {"ways": 5, "inner_steps": 1, "inner_learning_rate": 0.4},  # optimization-based meta-SSL
+    "byol_protonet": {"hidden_units": [32], "projection_units": 16, "total_steps": 10},  # BYOL + ProtoNet jointly
 }
 BUGS = {
     "memory_unscaled_loss_bug": (replica_bugs.MemoryNetworkUnscaledLoss, OPTIONS["memory"]),
     "hypernetwork_unscaled_loss_bug": (replica_bugs.HyperNetworkUnscaledLoss, OPTIONS["hypernetwork"]),
+    # The heads' statistics move the BYOL term only: weighted up, it dominates the update the check compares.
+    "byol_protonet_global_head_statistics_bug": (replica_bugs.BYOLProtoNetGlobalHeadStatistics,
+                                                 {**OPTIONS["byol_protonet"], "byol_weight": 10.0}),
 }
 
 

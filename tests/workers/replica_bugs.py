@@ -5,11 +5,12 @@ able to tell (tests/test_mirrored.py, tests/test_meta_ssl_mirrored.py, tests/tes
 the step scripts, after they configure their devices.
 """
 
+import keras
 import tensorflow as tf
 
 from mssl_tf.methods import IMAML, MAML, ProtoNet, Reptile, Versa
 from mssl_tf.methods.episodic import task_cross_entropy
-from mssl_tf.methods.meta_ssl import HyperNetwork, MemoryNetwork
+from mssl_tf.methods.meta_ssl import BYOLProtoNet, HyperNetwork, MemoryNetwork
 
 
 class UnscaledLoss:
@@ -76,3 +77,15 @@ class VersaLocalNoise(Versa):
 
     def first_task_index(self, tasks):
         return 0
+
+
+class BYOLProtoNetGlobalHeadStatistics(BYOLProtoNet):
+    """BYOL + ProtoNet whose heads' batch norm is synchronized across replicas, as BYOL's own heads are: with one task
+    per replica the statistics mix the replicas' tasks, whereas on one device each task's heads see its own."""
+
+    def __init__(self, backbone, **kwargs):
+        super().__init__(backbone, **kwargs)
+        for head in (self.projector, self.predictor, self.target_projector):
+            for layer in head.stack:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True

@@ -12,6 +12,12 @@ from mssl_tf.losses import symmetric_byol_loss
 from mssl_tf.methods.ssl.base import SSLModel, frozen_copy, moving_average_pairs, update_moving_average
 
 
+def target_decay(base_decay: float, step, total_steps: int) -> tf.Tensor:
+    """BYOL's cosine schedule of the target's EMA decay: τ_k = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2, k = `step`."""
+    progress = tf.minimum(tf.cast(step, tf.float32) / max(total_steps, 1), 1.0)
+    return 1.0 - (1.0 - base_decay) * (tf.cos(math.pi * progress) + 1.0) / 2.0
+
+
 @keras.saving.register_keras_serializable(package="mssl_tf")
 class BYOL(SSLModel):
     """An online network (backbone, projector, predictor) regresses an EMA target network's projection.
@@ -47,8 +53,7 @@ class BYOL(SSLModel):
         )
 
     def decay(self):
-        progress = tf.minimum(tf.cast(self.optimizer.iterations, tf.float32) / max(self.total_steps, 1), 1.0)
-        return 1.0 - (1.0 - self.base_decay) * (tf.cos(math.pi * progress) + 1.0) / 2.0
+        return target_decay(self.base_decay, self.optimizer.iterations, self.total_steps)
 
     def compute_ssl_loss(self, views, training):
         if training:
