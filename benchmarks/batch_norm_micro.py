@@ -2,7 +2,8 @@
 `fused_batch_norm` (the fused kernels, its second derivative closed-form), with ReLU, on a tensor the size of
 Conv-4's first block in a MAML query pass ([75, 28, 28, 2048]; `--shape 5,28,28,2048` for a 1-shot support pass).
 
-    python benchmarks/batch_norm_micro.py [--shape N,H,W,C] [--rounds 3] [--output benchmarks/results/batch_norm_micro.json]
+    python benchmarks/batch_norm_micro.py [--shape N,H,W,C] [--rounds 3]
+        [--output benchmarks/results/batch_norm_micro.json]
 
 Median seconds for forward, forward+backward, and a second-order gradient (as in MAML's inner loop: the inner
 gradient with respect to the inputs and gamma, differentiated again), the variants alternating round by round;

@@ -74,7 +74,8 @@ def main(argv=None):
         row = {"inner_steps": steps}
         for name in VARIANTS:
             key = (steps, name)
-            row[name] = {"first_step_seconds": round(first[key][0], 1), "first_step_cpu_seconds": round(first[key][1], 1),
+            row[name] = {"first_step_seconds": round(first[key][0], 1),
+                         "first_step_cpu_seconds": round(first[key][1], 1),
                          "seconds_per_meta_iteration": round(statistics.median(wall[key]), 3),
                          "cpu_seconds_per_meta_iteration": round(statistics.median(cpu[key]), 3)}
         old, new = row["tensorflow_fused"], row["mssl_tf_fused"]
