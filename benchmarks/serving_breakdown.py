@@ -231,7 +231,7 @@ def main(argv=None) -> int:
     process = subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     results, sizes, schedulers = {}, {}, []
     try:
-        wait_until_available(f"127.0.0.1:{grpc_port}", model_name, process)
+        wait_until_available(f"127.0.0.1:{grpc_port}", model_name, process, seconds=900)
         grpc_client = EmbeddingClient(f"127.0.0.1:{grpc_port}", model_name)
         rest_client = RestClient(f"http://127.0.0.1:{rest_port}", model_name)
         calls = {}

@@ -194,3 +194,20 @@ def test_rest_answers_are_the_same_with_and_without_the_fast_path(rest_api, body
     if body in bodies()[:3]:
         assert fast[0] == 200 and np.shape(fast[1].get("outputs", fast[1].get("predictions"))) == (4, 64)
     assert json.dumps(fast[1], default=np.ndarray.tolist) == json.dumps(slow[1], default=np.ndarray.tolist)
+
+
+def test_parsing_stays_within_the_memory_admitted_for_a_json_body():
+    import tracemalloc
+
+    from mssl_tf.serving.admission import JSON_PARSE_EXPANSION
+
+    for text in ["[" + ",".join(["0"] * 200_000) + "]", json.dumps([[[0]] * 28] * 2000)]:  # one-digit numbers: worst
+        body = ('{"inputs": %s}' % text).encode()
+        tracemalloc.start()
+        try:
+            document = loads(body, max_depth=32)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert np.array_equal(document["inputs"].array, general(text))  # over several passes of 65,536 numbers
+        assert peak < JSON_PARSE_EXPANSION * len(body) / 2, peak / len(body)

@@ -42,6 +42,7 @@ _STRUCTURE = _table({b"0123456789-+.eE": ord("n"), b"[": ord("["), b"]": ord("]"
                      b" \t\n\r": ord(" ")}, ord("?"))
 MINUS, ZERO, COLON = ord("-"), ord("0"), ord(":")
 _MAX_INTEGER_CHARS = 18  # an integer of at most 18 characters (sign included) fits int64
+_TOKENS_PER_PASS = 1 << 16
 _POWERS_OF_TEN = 10 ** np.arange(1, 19, dtype=np.int64)
 
 
@@ -78,7 +79,12 @@ def parse_array(text: bytes) -> np.ndarray | None:
     shape = _shape(structure)
     if shape is None or structure != _structure_of(shape):
         return None
-    values = _integers(text, np.flatnonzero(starts), np.flatnonzero(ends) + 1)
+    del number, keep, structure
+    token_starts = np.flatnonzero(starts).astype(np.int32)  # bodies are far below 2**31 bytes (--max_request_bytes)
+    del starts
+    token_ends = np.flatnonzero(ends).astype(np.int32) + 1
+    del ends
+    values = _integers(text, token_starts, token_ends)
     return None if values is None else values.reshape(shape)
 
 
@@ -106,25 +112,34 @@ def _shape(structure: bytes) -> tuple[int, ...] | None:
 def _structure_of(shape) -> bytes:
     item = b"n"
     for size in reversed(shape):
-        item = b"[" + b",".join([item] * size) + b"]"
+        item = b"[" + (item + b",") * (size - 1) + item + b"]"  # not bytes.join: ~80 bytes per item
     return item
 
 
 def _integers(text: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
     """JSON integers (`-?(0|[1-9][0-9]*)`) as int64, what `np.asarray` makes of Python ints; None if not all are."""
     data = np.frombuffer(text, np.uint8)
-    lengths = ends - starts
-    width = int(lengths.max())
-    if width > _MAX_INTEGER_CHARS:
+    if int((ends - starts).max()) > _MAX_INTEGER_CHARS:
         return None
+    if text.count(b"-") != np.count_nonzero(data[starts] == MINUS):
+        return None  # a "-" inside a number
+    values = np.empty(len(starts), np.int64)
+    for first in range(0, len(starts), _TOKENS_PER_PASS):  # temporaries of a bounded size, whatever the body's
+        piece = slice(first, first + _TOKENS_PER_PASS)
+        piece_values = _integer_values(data, starts[piece], ends[piece])
+        if piece_values is None:
+            return None
+        values[piece] = piece_values
+    return values
+
+
+def _integer_values(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
     negative = data[starts] == MINUS
-    if text.count(b"-") != np.count_nonzero(negative) or (lengths == negative).any():
-        return None  # a "-" inside a number, or alone
-    digit_counts = lengths - negative
-    if ((data[starts + negative] == ZERO) & (digit_counts > 1)).any():
-        return None  # a leading zero
+    digit_counts = ends - starts - negative
+    if (digit_counts == 0).any() or ((data[starts + negative] == ZERO) & (digit_counts > 1)).any():
+        return None  # a lone "-", or a leading zero
     values = np.zeros(len(starts), np.int64)
-    for place in range(width):  # the digits from the last one
+    for place in range(int(digit_counts.max())):  # the digits from the last one
         present = digit_counts > place
         digits = data[np.where(present, ends - 1 - place, 0)].astype(np.int64) - ZERO
         values += np.where(present, digits * 10 ** place, 0)
