@@ -129,6 +129,7 @@ def test_utf8_with_bom_and_utf16_bodies_are_left_to_json_loads():
     np.arange(6).reshape(2, 3, 1), np.array([-5, 0, 5], np.int8), np.array([2**63 - 1, -2**63 + 1], np.int64),
     np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1)).astype(np.uint8), np.array([[7]], np.uint64),
     np.array([2**64 - 1], np.uint64), np.array([-2**63], np.int64), np.array(3), np.zeros((2, 0)), np.ones(3),
+    np.random.default_rng(1).integers(-10**12, 10**12, (3, 5, 2)),  # beyond the looked-up range: digit by digit
 ])
 def test_integer_arrays_are_written_as_json_dumps_writes_them(array):
     text = integer_array_json(array)

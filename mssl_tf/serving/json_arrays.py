@@ -16,6 +16,7 @@ Each function gives exactly what the general path gives, or declines (returns No
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -246,37 +247,65 @@ def integer_array_json(array: np.ndarray) -> str | None:
     """`json.dumps(array.tolist(), separators=(",", ":"))` for a non-empty integer array of at least one axis,
     built with vectorized numpy operations; None for other arrays or values beyond int64.
 
-    Each element becomes a row of `[sign][digits, right-aligned][separator]` in a byte matrix with a mask of the
-    bytes that are written; the masked matrix read row by row is the text.
+    Each element becomes a row of `[number, left-aligned][separator]` in a byte matrix with a mask of the bytes that
+    are written; the masked matrix read row by row is the text.
     """
     if array.dtype.kind not in "iu" or array.ndim == 0 or array.size == 0:
         return None
     if array.dtype.kind == "u" and array.dtype.itemsize == 8 and int(array.max()) >= 1 << 63:
         return None
     values = array.reshape(-1).astype(np.int64)
-    if values.min() == np.iinfo(np.int64).min:
+    low, high = int(values.min()), int(values.max())
+    if low == np.iinfo(np.int64).min:
         return None
     count, ndim = len(values), array.ndim
-    negative = values < 0
-    magnitudes = np.abs(values)
-    digit_counts = 1 + np.searchsorted(_POWERS_OF_TEN, magnitudes, side="right")
-    width = int(digit_counts.max())
-    places = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
-    digits = (magnitudes[:, None] // places % 10).astype(np.uint8) + ZERO
-    digits_written = np.arange(width) >= width - digit_counts[:, None]
+    if high - low < _SMALL_RANGE:  # the numbers' texts looked up (an image batch: 0..255)
+        table, lengths = _number_texts(low, high)
+        numbers = table[values - low].view(np.uint8).reshape(count, table.itemsize)
+        numbers_written = np.arange(table.itemsize) < lengths[values - low][:, None]
+    else:
+        numbers, numbers_written = _number_digits(values)
     # After element i: `closes` times "]", a comma and as many "[" (nothing after the last element).
     closes = np.zeros(count, np.intp)
     period = 1
     for size in reversed(array.shape[1:]):
         period *= size
-        closes += np.arange(1, count + 1) % period == 0
-    separators = np.zeros((ndim + 1, 2 * ndim - 1), np.uint8)
-    separators_written = np.zeros(separators.shape, bool)
-    for depth in range(ndim):
-        text = b"]" * depth + b"," + b"[" * depth
-        separators[depth, :len(text)] = np.frombuffer(text, np.uint8)
-        separators_written[depth, :len(text)] = True
-    closes[-1] = ndim  # the last row's separator: none
-    rows = np.concatenate([np.full((count, 1), MINUS, np.uint8), digits, separators[closes]], axis=1)
-    written = np.concatenate([negative[:, None], digits_written, separators_written[closes]], axis=1)
+        closes[period - 1::period] += 1
+    closes[-1] = ndim
+    separators = np.array([b"]" * depth + b"," + b"[" * depth for depth in range(ndim)] + [b""],
+                          dtype=f"S{2 * ndim - 1}")
+    separator_lengths = np.array([2 * depth + 1 for depth in range(ndim)] + [0])
+    width = numbers.shape[1]
+    rows = np.empty((count, width + separators.itemsize), np.uint8)
+    rows[:, :width] = numbers
+    rows[:, width:] = separators[closes].view(np.uint8).reshape(count, separators.itemsize)
+    written = np.empty(rows.shape, bool)
+    written[:, :width] = numbers_written
+    written[:, width:] = np.arange(separators.itemsize) < separator_lengths[closes][:, None]
     return "[" * ndim + rows[written].tobytes().decode("ascii") + "]" * ndim
+
+
+_SMALL_RANGE = 4096
+
+
+@functools.lru_cache(maxsize=16)
+def _number_texts(low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
+    """The decimal texts of `low..high` (fixed-width bytes, zero-padded on the right) and their lengths."""
+    texts = [str(value).encode("ascii") for value in range(low, high + 1)]
+    return np.array(texts), np.array([len(text) for text in texts])
+
+
+def _number_digits(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `[sign][digits, right-aligned]` and the mask of the bytes written, computed digit by digit."""
+    negative = values < 0
+    magnitudes = np.abs(values)
+    digit_counts = 1 + np.searchsorted(_POWERS_OF_TEN, magnitudes, side="right")
+    width = int(digit_counts.max())
+    places = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+    rows = np.empty((len(values), width + 1), np.uint8)
+    rows[:, 0] = MINUS
+    rows[:, 1:] = magnitudes[:, None] // places % 10 + ZERO
+    written = np.empty(rows.shape, bool)
+    written[:, 0] = negative
+    written[:, 1:] = np.arange(width) >= width - digit_counts[:, None]
+    return rows, written
