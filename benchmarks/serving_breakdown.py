@@ -63,10 +63,12 @@ from mssl_tf.serving.tensors import dumps_json, to_ndarray, to_tensor_proto  # n
 from tensorflow_serving.apis import predict_pb2  # noqa: E402
 
 BATCHES = (1, 64)
-PROFILED = {  # function name in cProfile's stats → stage
-    "to_ndarray": "proto → numpy", "to_tensor_proto": "numpy → proto", "_run": "model run (tensor in, numpy out)",
-    "predict": "Servable.predict (checks, admission, run)", "loads": "JSON parse (json_arrays.loads / json.loads)",
-    "_to_array": "JSON value → numpy", "check_json_depth": "JSON depth check", "dumps_json": "JSON encode",
+PROFILED = {  # (file, function) in cProfile's stats → stage
+    ("serving/tensors.py", "to_ndarray"): "proto → numpy", ("serving/tensors.py", "to_tensor_proto"): "numpy → proto",
+    ("serving/models.py", "_run"): "model run (tensor in, numpy out)",
+    ("serving/models.py", "predict"): "Servable.predict (checks, admission, run)",
+    ("serving/json_arrays.py", "loads"): "JSON parse", ("json/__init__.py", "loads"): "JSON parse",
+    ("serving/rest.py", "_to_array"): "JSON value → numpy", ("serving/limits.py", "check_json_depth"): "JSON depth check",
 }
 
 
@@ -184,10 +186,9 @@ def profile_server(manager, model_name: str, seconds: float) -> dict:
                         if function in ("Predict", "handle") and "mssl_tf/serving" in filename)
             shares = {}
             for (filename, _, function), timing in stats.stats.items():
-                if function in PROFILED and function != "loads" and "mssl_tf/serving" in filename:
-                    shares[PROFILED[function]] = shares.get(PROFILED[function], 0.0) + timing[3]
-                elif function == "loads" and ("json_arrays" in filename or filename.endswith("json/__init__.py")):
-                    shares[PROFILED["loads"]] = shares.get(PROFILED["loads"], 0.0) + timing[3]
+                for (suffix, name), stage in PROFILED.items():
+                    if function == name and filename.endswith(suffix):
+                        shares[stage] = shares.get(stage, 0.0) + timing[3]
             results[f"{kind}_batch{batch}"] = {
                 "requests": len(profiles),
                 "handler_ms_per_request": round(total / max(len(profiles), 1) * 1e3, 3),
