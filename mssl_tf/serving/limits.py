@@ -58,20 +58,8 @@ def json_depth(body: bytes, chunk_bytes: int = 1 << 20, stop_above: int | None =
     in_string = False
     backslash_run = 0  # backslashes ending the previous chunk
     for start in range(0, len(body), chunk_bytes):
-        piece = body[start:start + chunk_bytes]
-        data = np.frombuffer(piece, np.uint8)
-        if backslash_run or b"\\" in piece:
-            positions = np.arange(len(data))
-            # Position of the last non-backslash at or before i (a run carried from the last chunk counts as before 0).
-            last_plain = np.maximum.accumulate(np.where(data == BACKSLASH, -1 - backslash_run, positions))
-            run_before = np.empty(len(data), np.int64)
-            run_before[0] = backslash_run
-            run_before[1:] = positions[:-1] - last_plain[:-1]
-            quotes = (data == QUOTE) & (run_before % 2 == 0)  # an odd run of backslashes escapes the quote
-            backslash_run = int(positions[-1] - last_plain[-1])
-        else:
-            quotes = data == QUOTE
-        inside = (np.cumsum(quotes, dtype=np.int32) + in_string) % 2 == 1  # from an opening quote to its closing one
+        data = np.frombuffer(body[start:start + chunk_bytes], np.uint8)
+        inside, backslash_run = string_mask(data, in_string, backslash_run)
         delta = ((data == OPENING[0]) | (data == OPENING[1])).view(np.int8) - (
             (data == CLOSING[0]) | (data == CLOSING[1])).view(np.int8)
         delta[inside] = 0
@@ -81,3 +69,29 @@ def json_depth(body: bytes, chunk_bytes: int = 1 << 20, stop_above: int | None =
             return deepest
         depth, in_string = depth + int(levels[-1]), bool(inside[-1])
     return deepest
+
+
+def string_mask(data: np.ndarray, in_string: bool = False, backslash_run: int = 0) -> tuple[np.ndarray, int]:
+    """Which bytes of JSON text lie in a string, from its opening quote to its closing one (vectorized).
+
+    Args:
+        data: the text's bytes (uint8), possibly one chunk of a longer text.
+        in_string: whether the text before `data` ended inside a string.
+        backslash_run: backslashes ending the text before `data`.
+
+    Returns:
+        `(inside, backslash_run)`: the mask, and the backslashes ending `data` (for the next chunk).
+    """
+    if backslash_run or BACKSLASH in data:
+        positions = np.arange(len(data))
+        # Position of the last non-backslash at or before i (a run carried from the last chunk counts as before 0).
+        last_plain = np.maximum.accumulate(np.where(data == BACKSLASH, -1 - backslash_run, positions))
+        run_before = np.empty(len(data), np.int64)
+        run_before[0] = backslash_run
+        run_before[1:] = positions[:-1] - last_plain[:-1]
+        quotes = (data == QUOTE) & (run_before % 2 == 0)  # an odd run of backslashes escapes the quote
+        backslash_run = int(positions[-1] - last_plain[-1])
+    else:
+        quotes = data == QUOTE
+    inside = (np.cumsum(quotes, dtype=np.int32) + in_string) % 2 == 1
+    return inside, backslash_run

@@ -29,6 +29,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from mssl_tf.serving import api  # noqa: E402
 from mssl_tf.serving.deadlines import check_deadline  # noqa: E402
 from mssl_tf.serving.errors import ServingError  # noqa: E402
+from mssl_tf.serving.json_arrays import ParsedArray, loads  # noqa: E402
 from mssl_tf.serving.limits import Limits  # noqa: E402
 from mssl_tf.serving.models import ModelManager  # noqa: E402
 from mssl_tf.serving.tensors import NUMPY_DTYPES, dtype_name  # noqa: E402
@@ -125,11 +126,13 @@ class RestApi:
     def _predict(self, spec, body: bytes, deadline: float | None = None) -> dict:
         if not body.strip():
             raise ServingError("INVALID_ARGUMENT", "JSON Parse error: The document is empty")
-        self.limits.check_json_depth(body)
-        try:
-            document = json.loads(body)
-        except (ValueError, RecursionError) as error:
-            raise ServingError("INVALID_ARGUMENT", f"JSON Parse error: {error}") from None
+        document = loads(body, self.limits.max_json_depth)  # large numeric arrays straight to numpy
+        if document is None:  # the general path (every error is its)
+            self.limits.check_json_depth(body)
+            try:
+                document = json.loads(body)
+            except (ValueError, RecursionError) as error:
+                raise ServingError("INVALID_ARGUMENT", f"JSON Parse error: {error}") from None
         if not isinstance(document, dict):
             raise ServingError("INVALID_ARGUMENT",
                                "The request body must be a JSON object with 'instances' or 'inputs'")
@@ -168,6 +171,11 @@ class RestApi:
                                 for row in range(next(iter(sizes.values())))]}
 
     def _rows(self, instances, infos) -> dict:
+        if isinstance(instances, ParsedArray):
+            if len(infos) == 1:  # what the loop below does for a list of non-object instances
+                ((name, info),) = infos.items()
+                return {name: _to_array(instances, info, name)}
+            instances = instances.as_json_value()
         if not isinstance(instances, list) or not instances:
             raise ServingError("INVALID_ARGUMENT",
                                "'instances' must be a non-empty JSON array, one element per example")
@@ -233,6 +241,11 @@ def _to_array(value, tensor_info, name: str) -> np.ndarray:
     if dtype is None:
         raise ServingError("INVALID_ARGUMENT", f"input {name} has dtype {dtype_name(tensor_info.dtype)}, "
                                                "which this server cannot read from JSON")
+    if isinstance(value, ParsedArray):
+        if tensor_info.dtype != types_pb2.DT_STRING:
+            value = value.array  # what np.asarray makes of the nested lists below
+        else:
+            value = value.as_json_value()
     if tensor_info.dtype == types_pb2.DT_STRING:
         decoded = _decode_strings(value)
         array = np.empty(np.shape(decoded) if isinstance(decoded, list) else (), object)

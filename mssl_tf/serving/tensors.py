@@ -8,6 +8,7 @@ import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 from mssl_tf.serving.errors import ServingError
+from mssl_tf.serving.json_arrays import integer_array_json
 
 NUMPY_DTYPES = {
     types_pb2.DT_FLOAT: np.dtype(np.float32),
@@ -174,6 +175,9 @@ def array_to_json(array: np.ndarray) -> str:
     array = np.asarray(array)
     if array.dtype.kind not in "biuf" or array.size == 0:
         return json.dumps(array.tolist(), separators=(",", ":"))
+    text = integer_array_json(array)  # integers without Python numbers; None for other arrays
+    if text is not None:
+        return text
     values = array.reshape(-1).tolist()
     if array.dtype.kind == "b":
         items = ["true" if value else "false" for value in values]
