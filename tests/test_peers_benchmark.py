@@ -60,6 +60,20 @@ def test_sides_alternate_which_goes_first():
         "maml_learn2learn", "maml_torch_func"]
 
 
+def test_memory_rows_are_sorted_by_inner_steps_with_what_the_step_added():
+    def memory(peak, before):
+        return {"max_rss_mb": peak, "rss_before_first_step_mb": before}
+
+    rows = compare.summarize_memory({
+        10: {"ours/maml": memory(2500.0, 700.0), "theirs/maml_learn2learn": memory(4000.0, 1100.0)},
+        1: {"ours/maml": memory(900.0, 700.0), "theirs/maml_learn2learn": memory(1300.0, 1100.0)},
+    })
+    assert [row["inner_steps"] for row in rows] == [1, 10]
+    assert rows[1]["ours/maml"]["step_mb"] == pytest.approx(1800.0)
+    assert rows[1]["theirs/maml_learn2learn"]["step_mb"] == pytest.approx(2900.0)
+    assert rows[0]["ours/maml"]["max_rss_mb"] == 900.0
+
+
 def test_the_torch_func_stand_in_is_timed_with_or_without_learn2learn():
     def maml_peers(available):
         table = compare.comparisons(available)

@@ -138,9 +138,10 @@ def summarize_comparison(comparison: dict, runs: dict[str, list[dict]]) -> dict:
 
 
 def summarize_memory(runs: dict[int, dict[str, dict]]) -> list[dict]:
-    """Peak memory per inner-step count: each entrant's max RSS and its RSS just before its timed steps."""
+    """Peak memory per inner-step count: each entrant's max RSS, its RSS before the first step, and the difference."""
     return [{"inner_steps": inner_steps,
-             **{label: {"max_rss_mb": run["max_rss_mb"], "rss_before_timed_steps_mb": run["rss_before_timed_steps_mb"]}
+             **{label: {"max_rss_mb": run["max_rss_mb"], "rss_before_first_step_mb": run["rss_before_first_step_mb"],
+                        "step_mb": round(run["max_rss_mb"] - run["rss_before_first_step_mb"], 1)}
                 for label, run in entrants.items()}}
             for inner_steps, entrants in sorted(runs.items())]
 
@@ -228,8 +229,8 @@ def run(args) -> dict:
         "contended": contended(load_before),
         "comparisons": [summarize_comparison(comparison, runs[comparison["name"]]) for comparison in table],
         "maml_peak_memory": {
-            "what": "max RSS of the subprocess (kernel's count via wait4) over one untimed-warm-up-free run of "
-                    "first step + 1 step; rss_before_timed_steps_mb is the process after its first step",
+            "what": "max RSS of a subprocess (the kernel's count, wait4) that runs the first step and 1 more; "
+                    "step_mb = max RSS - RSS before the first step (libraries loaded, model and inputs built)",
             "by_inner_steps": summarize_memory(memory_runs),
         },
     }
