@@ -154,9 +154,9 @@ def load_average() -> list[float]:
 def contended(load: list[float]) -> bool:
     """Whether the machine was busy when the run started (1-minute load average of 0.5 or more).
 
-    Busy machines bias the ratios, and not evenly: PyTorch's OpenMP threads wait for each other at every
-    parallel region, so a 2-thread torch step slows far more under load than TensorFlow's (a 5-way ProtoNet
-    step measured 0.30 s with 1 thread and 6.1 s with 2 threads at nice 19 beside a training run).
+    Busy machines bias the ratios, and not evenly: under load a 2-thread torch step slows far more than
+    TensorFlow's (probably its OpenMP threads waiting for each other at every parallel region): a 10-way 5-shot
+    ProtoNet step took 0.30 s with 1 thread and 6.1 s with 2 threads at nice 19 beside a training run.
     """
     return load[0] >= 0.5
 
