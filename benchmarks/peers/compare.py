@@ -182,6 +182,9 @@ def run(args) -> dict:
     learn2learn_error = learn2learn_status(peer_python)
     table = [comparison for comparison in comparisons(learn2learn_error is None)
              if not args.only or comparison["name"] in args.only]
+    from mssl_tf.results import current_commit
+
+    commit = current_commit(REPOSITORY)  # at the start: the code that ran
     load_before = load_average()
     if contended(load_before):
         print(f"warning: load average {load_before} before the run: the timings will not be fit to publish",
@@ -206,12 +209,10 @@ def run(args) -> dict:
                                                peer_python))
             memory_runs.setdefault(inner_steps, {})[entrant_label(side, workload)] = result
             print(f"memory {inner_steps} inner steps {side}/{workload}: {result['max_rss_mb']} MB", flush=True)
-    from mssl_tf.results import current_commit
-
     return {
         "benchmark": "peers side by side (issue 14)",
         "command": "python benchmarks/peers/compare.py " + shlex.join(args.argv),
-        "commit": current_commit(REPOSITORY),
+        "commit": commit,
         "cpu_model": cpu_model(),
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
         "quick": args.quick,
