@@ -155,19 +155,14 @@ def maml_step(variant, inner_steps, ways, shots, queries, meta_batch):
         if l2l is None:
             raise SystemExit(f"learn2learn is not importable ({LEARN2LEARN_ERROR}): time maml_torch_func instead")
         maml = l2l.algorithms.MAML(model, lr=harness.INNER_LEARNING_RATE, first_order=False)
-        optimizer = torch.optim.Adam(maml.parameters(), harness.OUTER_LEARNING_RATE)
-
-        def step():
-            optimizer.zero_grad()
-            loss = maml_learn2learn_loss(maml, batch, inner_steps)
-            optimizer.step()
-            return loss
-        return step
-    optimizer = torch.optim.Adam(model.parameters(), harness.OUTER_LEARNING_RATE)
+        parameters, meta_loss = maml.parameters(), lambda: maml_learn2learn_loss(maml, batch, inner_steps)
+    else:
+        parameters, meta_loss = model.parameters(), lambda: maml_torch_func_loss(model, batch, inner_steps)
+    optimizer = torch.optim.Adam(parameters, harness.OUTER_LEARNING_RATE)
 
     def step():
         optimizer.zero_grad()
-        loss = maml_torch_func_loss(model, batch, inner_steps)
+        loss = meta_loss()  # back-propagates the meta-gradient into the parameters' .grad
         optimizer.step()
         return loss
     return step
