@@ -7,7 +7,7 @@
 # Metric learners train like the ProtoNet row (60-way 1-shot 5-query); the fixed-width optimization learners like
 # the MAML row (5-way 1-shot 5-query, meta-batch 32), and their evaluation inner steps are chosen on the validation
 # split (600 episodes, 5-way 1-shot, 1/3/5/10 steps), never on the test split.
-# Usage: bash benchmarks/families_table.sh [run:RUN | train:RUN | val:RUN | valrow:RUN | test:RUN | matching ...]
+# Usage: bash benchmarks/families_table.sh [run:RUN | train:RUN | val:RUN | valrow:RUN | test:RUN | snapshots:RUN | matching ...]
 #   (no argument: the first table's runs; `matching`: its scale chosen on validation, then its row)
 # The recorded rows ran from a clean checkout of one commit (MSSL_TF="env PYTHONPATH=<checkout> .venv/bin/mssl-tf"),
 # as their records' `commit` says.
@@ -58,6 +58,9 @@ declare -A FLAGS=(
   # Unsupervised meta-learning (issue 13): PsCo on Omniglot views, no labels.
   [psco-conv4-omniglot-unsupervised-10min]="--method psco $PSCO --halve-every 1000"
   [psco-cosine-conv4-omniglot-unsupervised-10min]="--method psco $PSCO --lr-schedule cosine"
+  # Issue 13's budget: 2 hours of training time, cosine over the whole budget, models kept at 10/30/60/120 minutes for
+  # the accuracy-against-time curve (`snapshots:RUN` scores them); validation every 1000 steps to keep its cost small.
+  [psco-cosine-conv4-omniglot-unsupervised-120min]="--method psco $PSCO --lr-schedule cosine --minutes 120 --steps 1000000 --steps-per-epoch 1000 --snapshot-minutes 10,30,60,120"
 )
 # Settings scored on the test split when not the default (5w1s,5w5s,20w1s,20w5s; 5w1s,5w5s for fixed width).
 declare -A SETTINGS=(
@@ -141,6 +144,19 @@ EOF
   FLAGS[matching-conv4-omniglot-supervised-10min]="--method matching $METRIC --option scale=$chosen"
 }
 
+test_snapshots() {  # test_snapshots NAME: every kept snapshot on the test settings (the accuracy-against-time curve)
+  local name=$1 snapshot mark setting
+  for snapshot in $OUT/$name/snapshots/*min; do
+    mark=$(basename $snapshot)
+    echo "=== test $name at $mark $(date -u +%T) load $(load)"
+    for setting in 5w1s 5w5s 20w1s 20w5s; do
+      [ -f $RESULTS/$name-at-${mark}_$setting.json ] || $M eval $snapshot --settings $setting --episodes 600 \
+        --results-dir $RESULTS --run-name $name-at-$mark >> $OUT/$name.log 2>&1
+    done
+    grep -E "^[0-9]+-way" $OUT/$name.log | tail -4 | sed "s/^/    /"
+  done
+}
+
 if [ $# -eq 0 ]; then
   for name in $METRIC_RUNS $FIXED_WIDTH_RUNS; do train $name && test_row $name; done
 fi
@@ -150,10 +166,11 @@ for phase in "$@"; do
     val:*) validate ${phase#val:} ;;
     valrow:*) validate_row ${phase#valrow:} ;;
     test:*) test_row ${phase#test:} ;;
+    snapshots:*) test_snapshots ${phase#snapshots:} ;;
     run:*) train ${phase#run:} && test_row ${phase#run:} ;;
     matching) choose_matching_scale && train matching-conv4-omniglot-supervised-10min \
       && test_row matching-conv4-omniglot-supervised-10min ;;
-    *) echo "unknown phase $phase (run:RUN, train:RUN, val:RUN, valrow:RUN, test:RUN or matching)"; exit 2 ;;
+    *) echo "unknown phase $phase (run:RUN, train:RUN, val:RUN, valrow:RUN, test:RUN, snapshots:RUN or matching)"; exit 2 ;;
   esac
 done
 echo "=== done $(date -u +%T)"
