@@ -23,10 +23,13 @@ setup(
     ],
     extras_require={
         "test": ["pytest==9.2.0", "tensorflow-serving-api==2.20.0", "grpcio==1.85.1", "aiohttp==3.14.3",
-                 "tensorflow-datasets==4.9.10", "importlib_resources==7.1.0"],
+                 "tensorflow-datasets==4.9.10", "importlib_resources==7.1.0", "keras-hub==0.32.0",
+                 "tensorflow-text==2.20.1"],
         "serving": ["tensorflow-serving-api==2.20.0", "grpcio==1.85.1", "aiohttp==3.14.3"],
         "tfds": ["tensorflow-datasets==4.9.10", "importlib_resources==7.1.0"],
         "models": ["tf-models-official==2.20.0"],
+        # Text backbones (mssl_tf.backbones.text): keras-hub's tokenizer and layers, TensorFlow Text's ops.
+        "text": ["keras-hub==0.32.0", "tensorflow-text==2.20.1"],
     },
     entry_points={"console_scripts": ["mssl-tf=mssl_tf.cli:main"]},
 )

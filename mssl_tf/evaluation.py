@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from mssl_tf.data.episodes import EVALUATION_SEED, EpisodeSpec, episode_dataset
+from mssl_tf.data.modality import as_constant, model_input
 from mssl_tf.methods.episodic import query_accuracy
 
 
@@ -142,16 +143,17 @@ def evaluate(model, class_images, spec: EpisodeSpec, episodes=600, tasks_per_cal
 
 
 def frozen_embeddings(model, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Features `[N, dim]` of uint8 images `[N, H, W]` (or with channels) from the frozen `model`."""
+    """Features `[N, dim]` of uint8 images `[N, H, W]` (or with channels), or of sentences `[N]`, from the frozen
+    `model`."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., np.newaxis]
 
     @tf.function
     def embed(batch):
-        return model(tf.cast(batch, tf.float32) / 255.0, training=False)
+        return model(model_input(batch), training=False)
 
-    return np.concatenate([embed(images[start : start + batch_size]).numpy()
+    return np.concatenate([embed(as_constant(images[start : start + batch_size])).numpy()
                            for start in range(0, len(images), batch_size)])
 
 

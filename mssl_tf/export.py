@@ -30,28 +30,38 @@ import numpy as np
 import tensorflow as tf
 
 from mssl_tf import input_spec as input_specs
-from mssl_tf.input_spec import MAX_IMAGE_PIXELS, InputSpec
+from mssl_tf.input_spec import MAX_IMAGE_PIXELS, InputSpec, TextSpec
 from mssl_tf.methods.episodic import EpisodicModel
-from mssl_tf.signatures import MAX_WAYS, checked_labels, encoder_of, signatures  # noqa: F401 (public re-exports)
+from mssl_tf.signatures import (MAX_WAYS, checked_labels, encoder_of, signatures,  # noqa: F401 (public re-exports)
+                                takes_text, text_signatures)
 
 EXTRA_DIR = "assets.extra"
 KERAS_TWIN = "model.keras"
 METADATA_FILE = "mssl_tf.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 SIGNATURES = ("serving_default", "embed_float", "embed_png", "few_shot", "few_shot_png")
+TEXT_SIGNATURES = ("serving_default", "few_shot")
+WARMUP_SENTENCES = ("a small example sentence", "another short sentence for the warm-up")
 
 
-def model_input_spec(model: keras.Model, spec: InputSpec | dict | None = None) -> InputSpec:
-    """`spec` (an `InputSpec` or its recorded dict), else the spec inferred from the encoder's input shape
-    (`mssl_tf.input_spec.inferred`)."""
-    if isinstance(spec, InputSpec):
+def model_input_spec(model: keras.Model, spec: InputSpec | TextSpec | dict | None = None) -> InputSpec | TextSpec:
+    """`spec` (an `InputSpec`/`TextSpec` or its recorded dict), else the `TextSpec` of a text encoder or the spec
+    inferred from an image encoder's input shape (`mssl_tf.input_spec.inferred`)."""
+    if isinstance(spec, (InputSpec, TextSpec)):
         return spec
     if spec:
         return InputSpec.from_dict(spec)
+    if takes_text(model):
+        return input_specs.of_text_encoder(encoder_of(model))
     return input_specs.inferred(encoder_of(model).input_shape[1:])
 
 
-def check_spec_matches(model: keras.Model, spec: InputSpec) -> None:
+def check_spec_matches(model: keras.Model, spec: InputSpec | TextSpec) -> None:
+    if takes_text(model) != isinstance(spec, TextSpec):
+        raise ValueError(f"the input spec ({spec.kind}) does not match the encoder, which takes "
+                         f"{'sentences' if takes_text(model) else 'images'}")
+    if isinstance(spec, TextSpec):
+        return
     shape = tuple(encoder_of(model).input_shape[1:])
     if shape != spec.shape:
         raise ValueError(f"the input spec {spec.shape} does not match the encoder's input {shape}")
@@ -82,7 +92,8 @@ def build_archive(model: keras.Model, spec: InputSpec | None = None, max_ways: i
     archive.add_variable_collection("few_shot_max_ways", [
         tf.Variable(max_ways, trainable=False, dtype=tf.int32, name="few_shot_max_ways")])
     # `serving_default` first: ExportArchive also aliases the first endpoint as the default one.
-    for name, function in signatures(model, spec, max_ways, max_pixels).items():
+    endpoints = text_signatures(model, max_ways) if takes_text(model) else signatures(model, spec, max_ways, max_pixels)
+    for name, function in endpoints.items():
         archive.add_endpoint(name, function)
     return archive
 
@@ -110,25 +121,35 @@ def encode_png(image: np.ndarray, spec: InputSpec) -> bytes:
     return tf.io.encode_png(255 - image if spec.kind == "drawings" else image).numpy()
 
 
-def warmup_records(spec: InputSpec, fixed_ways: int | None = None) -> list[bytes]:
-    """One serialized `PredictionLog` per signature: the requests TF Serving replays before serving a version."""
-    try:
-        from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-    except ImportError as error:
-        raise ImportError("Warm-up records need the TF Serving protos: pip install 'mssl-tf[serving]' "
-                          "(or export with warmup=False / --no-warmup)") from error
+def warmup_inputs(spec: InputSpec | TextSpec, fixed_ways: int | None = None) -> dict[str, dict]:
+    """One request's inputs per signature: what TF Serving replays before serving a version."""
+    if isinstance(spec, TextSpec):
+        rows = fixed_ways or 2
+        sentences = np.array([f"{WARMUP_SENTENCES[row % 2]} {row}".encode() for row in range(rows)], dtype=object)
+        labels = np.arange(rows, dtype=np.int32)
+        return {"serving_default": {"sentences": sentences},
+                "few_shot": {"support_sentences": sentences, "support_labels": labels, "query_sentences": sentences}}
     images = warmup_images(spec, fixed_ways)
     labels = np.arange(len(images), dtype=np.int32)
     files = np.array([encode_png(image, spec) for image in images], dtype=object)
-    inputs_by_signature = {
+    return {
         "serving_default": {"images": images},
         "embed_float": {"images": images.astype(np.float32) / 255.0},
         "embed_png": {"png": files},
         "few_shot": {"support_images": images, "support_labels": labels, "query_images": images},
         "few_shot_png": {"support_png": files, "support_labels": labels, "query_png": files},
     }
+
+
+def warmup_records(spec: InputSpec | TextSpec, fixed_ways: int | None = None) -> list[bytes]:
+    """One serialized `PredictionLog` per signature: the requests TF Serving replays before serving a version."""
+    try:
+        from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    except ImportError as error:
+        raise ImportError("Warm-up records need the TF Serving protos: pip install 'mssl-tf[serving]' "
+                          "(or export with warmup=False / --no-warmup)") from error
     records = []
-    for signature, inputs in inputs_by_signature.items():
+    for signature, inputs in warmup_inputs(spec, fixed_ways).items():
         request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=signature))
         for key, value in inputs.items():
             request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
@@ -194,9 +215,9 @@ def export_model(
             "embedding_dim": int(encoder.output_shape[-1]),
             "input": spec.to_dict(),
             "few_shot_adaptation": adaptation(model),
-            "signatures": list(SIGNATURES),
+            "signatures": list(TEXT_SIGNATURES if isinstance(spec, TextSpec) else SIGNATURES),
             "few_shot_max_ways": MAX_WAYS,
-            "encoded_image_max_pixels": MAX_IMAGE_PIXELS,
+            **({} if isinstance(spec, TextSpec) else {"encoded_image_max_pixels": MAX_IMAGE_PIXELS}),
             "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,

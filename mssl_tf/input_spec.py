@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import tensorflow as tf
 
-KINDS = ("drawings", "photos")
+KINDS = ("drawings", "photos")  # image kinds; a text encoder's input is a `TextSpec` (kind "text")
 MAX_IMAGE_PIXELS = 2048 * 2048  # largest image decoded in a graph (a tiny "decompression bomb" PNG is refused)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -65,7 +65,10 @@ class InputSpec:
                 "scale": "divided by 255 before the encoder", "from_files": self.describe()}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "InputSpec":
+    def from_dict(cls, values: dict) -> "InputSpec | TextSpec":
+        """The spec a card or `mssl_tf.json` records (a `TextSpec` when its kind is `text`)."""
+        if values.get("kind") == "text":
+            return TextSpec(values.get("tokenizer", ""), values.get("sequence_length"))
         return cls(int(values["height"]), int(values["width"]), int(values["channels"]), values.get("kind", "photos"),
                    tuple(values.get("background", (255, 255, 255))))
 
@@ -75,6 +78,32 @@ class InputSpec:
         colour = "RGB" if self.channels == 3 else "grayscale (ITU-R 601 luma)"
         return (f"transparency composited over RGB {list(self.background)}, {colour}, shorter side bicubic to "
                 f"{min(self.height, self.width)}, centre crop {self.height}x{self.width}")
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """A text encoder's input: UTF-8 sentences, `tf.string [batch]`, tokenized inside the model.
+
+    Args:
+        tokenizer: what the model does to a sentence (recorded for a reader).
+        sequence_length: tokens kept per sentence (longer ones are cut), None when the encoder has no limit.
+    """
+
+    tokenizer: str = ""
+    sequence_length: int | None = None
+    kind = "text"
+
+    def to_dict(self) -> dict:
+        return {"kind": "text", "dtype": "string", "shape": [], "tokenizer": self.tokenizer,
+                "sequence_length": self.sequence_length, "elements_per_example": self.sequence_length or 1,
+                "from_files": "UTF-8 text, one sentence per example, tokenized inside the model"}
+
+
+def of_text_encoder(encoder) -> TextSpec:
+    """The `TextSpec` of a text backbone (`mssl_tf.backbones.text`)."""
+    length = getattr(encoder, "sequence_length", None)
+    tokenizer = getattr(encoder, "tokenizer_description", "")
+    return TextSpec(tokenizer, int(length) if length else None)
 
 
 def drawings(size: int = 28) -> InputSpec:

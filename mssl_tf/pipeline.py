@@ -114,8 +114,11 @@ def served_episode_accuracies(client, class_images, spec: EpisodeSpec, episodes:
     accuracies = []
     for batch in dataset:
         task = {key: value.numpy()[0] for key, value in batch.items()}
-        result = client.few_shot(as_uint8(task["support_images"]), task["support_labels"],
-                                 as_uint8(task["query_images"]))
+        if task["support_images"].dtype == object:  # sentences
+            result = client.few_shot_sentences(task["support_images"], task["support_labels"], task["query_images"])
+        else:
+            result = client.few_shot(as_uint8(task["support_images"]), task["support_labels"],
+                                     as_uint8(task["query_images"]))
         accuracies.append(np.mean(result["predictions"] == task["query_labels"]))
     return np.asarray(accuracies)
 

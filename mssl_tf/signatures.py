@@ -8,6 +8,13 @@
 | `few_shot` | `support_images` uint8 `[n, H, W, C]`, `support_labels` int32 `[n]` in `0..ways-1`, `query_images` uint8 `[m, H, W, C]` | `logits` float32 `[m, ways]`, `predictions` int32 `[m]` |
 | `few_shot_png` | `support_png` string `[n]`, `support_labels` int32 `[n]`, `query_png` string `[m]` | `logits`, `predictions` |
 
+A text model (its encoder takes sentences, `mssl_tf.backbones.text`) has two signatures, tokenization inside:
+
+| signature | inputs | outputs |
+|---|---|---|
+| `serving_default` | `sentences` string `[batch]` (UTF-8) | `embeddings` float32 `[batch, dim]`, L2-normalized |
+| `few_shot` | `support_sentences` string `[n]`, `support_labels` int32 `[n]`, `query_sentences` string `[m]` | `logits`, `predictions` |
+
 `H, W, C` and how files are decoded come from the model's `InputSpec` (`mssl_tf.input_spec`). `few_shot` adapts
 as the method does in `mssl-tf eval` (`few_shot_logits`: prototypes, Matching attention, MAML / Meta-SGD / ANIL
 inner steps with the evaluation step count, the memory's write and read, the hyper-network's emitted head); a
@@ -30,6 +37,11 @@ MAX_WAYS = 1024  # most classes in one few_shot request (Omniglot's test split h
 def encoder_of(model: keras.Model) -> keras.Model:
     """The image → features network of a method model (its `backbone`), or the model itself if it is a backbone."""
     return getattr(model, "backbone", model)
+
+
+def takes_text(model: keras.Model) -> bool:
+    """Whether the encoder of `model` takes sentences (a text backbone) rather than images."""
+    return bool(getattr(encoder_of(model), "TAKES_TEXT", False))
 
 
 def checked_labels(support_labels: tf.Tensor, max_ways: int = MAX_WAYS, fixed_ways: int | None = None) -> tf.Tensor:
@@ -128,3 +140,26 @@ def signatures(model: keras.Model, spec: InputSpec, max_ways: int = MAX_WAYS,
 
     return {"serving_default": serving_default, "embed_float": embed_float, "embed_png": embed_png,
             "few_shot": few_shot, "few_shot_png": few_shot_png}
+
+
+def text_signatures(model: keras.Model, max_ways: int = MAX_WAYS) -> dict[str, tf.types.experimental.PolymorphicFunction]:
+    """The two signatures of a text model (`serving_default` first): sentences in, as the encoder tokenizes them."""
+    encoder = encoder_of(model)
+    fixed_ways = getattr(model, "few_shot_ways", None)
+    sentences = tf.TensorSpec([None], tf.string)
+
+    @tf.function(input_signature=[sentences])
+    def serving_default(sentences):
+        return {"embeddings": tf.math.l2_normalize(encoder(sentences, training=False), axis=-1)}
+
+    @tf.function(input_signature=[sentences, tf.TensorSpec([None], tf.int32), sentences])
+    def few_shot(support_sentences, support_labels, query_sentences):
+        matched = tf.debugging.assert_equal(tf.size(support_sentences), tf.size(support_labels), message=(
+            "few_shot needs one support label per support sentence"))
+        labels = checked_labels(support_labels, max_ways, fixed_ways)
+        with tf.control_dependencies([matched, labels]):
+            support = tf.identity(support_sentences)
+        logits = task_logits(model, support, labels, query_sentences)
+        return {"logits": logits, "predictions": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+
+    return {"serving_default": serving_default, "few_shot": few_shot}

@@ -156,6 +156,10 @@ def registry_fixture(name, request):
         return class_splits.register_arrays("registry", {"train": np.zeros((3, 2, 6, 6, 3), np.uint8)}), None
     if name == "tfds":
         return f"tfds:{TFDS_NAME}", request.getfixturevalue("tfds_dir")
+    if name == "wordnet":
+        from tests.wordnet_fixture import write_wordnet
+
+        return "wordnet", str(write_wordnet(request.getfixturevalue("tmp_path") / "wordnet"))
     directory = {"cifar10": "cifar10_dir", "cifar-fs": "cifar100_dir", "stl10": "stl10_dir"}[name]
     return name, request.getfixturevalue(directory)
 
@@ -168,7 +172,10 @@ def test_every_registered_dataset_reads_every_split_as_class_arrays(name, reques
     options = DatasetOptions(min_images=3) if name == "imagefolder" else DatasetOptions(min_images=1)
     for split in spec.splits or ("train",):
         images = load_class_split(dataset, split, data_dir, options=options)
-        assert images.dtype == np.uint8 and images.ndim in (4, 5) and images.shape[0] >= 1, (split, images.shape)
+        if spec.text:  # sentences: str [classes, per class]
+            assert images.dtype == object and images.ndim == 2 and isinstance(images[0, 0], str), (split, images.shape)
+        else:
+            assert images.dtype == np.uint8 and images.ndim in (4, 5) and images.shape[0] >= 1, (split, images.shape)
         if spec.image_shape:
             shape = images.shape[2:] if images.ndim == 5 else (*images.shape[2:], 1)
             assert shape == spec.image_shape, (split, images.shape)

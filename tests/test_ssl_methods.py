@@ -29,6 +29,7 @@ from tests.conftest import labelled_classes
 SMALL = {"hidden_units": [64], "projection_units": 32}
 OPTIONS = {
     "simclr": SMALL,
+    "simcse": {"temperature": 0.1},
     "moco": {**SMALL, "queue_size": 64},
     "psco": {**SMALL, "queue_size": 64, "shots": 2, "evaluation": "heads"},
     "byol": {**SMALL, "total_steps": 10},

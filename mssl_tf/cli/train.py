@@ -8,9 +8,11 @@ from pathlib import Path
 from mssl_tf.backbones import BACKBONES
 from mssl_tf.cli.common import add_data_argument, add_dataset_arguments, parse_option
 from mssl_tf.data.unsupervised_tasks import TASK_KINDS
+from mssl_tf.data.text_views import TEXT_VIEW_PRESETS
 from mssl_tf.data.views import VIEW_PRESETS
 from mssl_tf.methods import DEFAULT_METHOD, METHODS
 
+VIEW_CHOICES = sorted({**VIEW_PRESETS, **TEXT_VIEW_PRESETS})
 METHOD_SHORTCUTS = ("inner_steps", "evaluation_inner_steps", "inner_learning_rate")  # flags that are method options
 
 
@@ -30,7 +32,10 @@ def add_parser(commands) -> None:
                                  "multi-worker driver)")
     parser.add_argument("--method", choices=sorted(METHODS), default=DEFAULT_METHOD)
     parser.add_argument("--backbone", choices=sorted(BACKBONES), default="conv4",
-                        help="built for the dataset's image size and channels")
+                        help="built for the dataset's image size and channels (images), or from the training "
+                        "split's sentences (text: transformer, bag_of_words)")
+    parser.add_argument("--backbone-option", type=parse_option, action="append", default=None,
+                        help="backbone builder argument key=value, e.g. num_layers=4 or embedding_dim=256")
     add_dataset_arguments(parser)
     add_data_argument(parser)
     parser.add_argument("--split", default="train",
@@ -42,10 +47,11 @@ def add_parser(commands) -> None:
     parser.add_argument("--meta-batch", type=int, default=1, help="tasks per optimizer step")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="methods trained on views: images per optimizer step")
-    parser.add_argument("--views", choices=sorted(VIEW_PRESETS), default=None,
+    parser.add_argument("--views", choices=VIEW_CHOICES, default=None,
                         help="augmentation preset of multi-view batches and of --tasks augmentation "
-                        "(mssl_tf/data/views.py); default: omniglot for 1-channel data, rgb for 3-channel data")
-    parser.add_argument("--view-preset", dest="views", choices=sorted(VIEW_PRESETS), default=argparse.SUPPRESS,
+                        "(mssl_tf/data/views.py, text: mssl_tf/data/text_views.py); default: omniglot for 1-channel data, "
+                        "rgb for 3-channel data, identity for sentences")
+    parser.add_argument("--view-preset", dest="views", choices=VIEW_CHOICES, default=argparse.SUPPRESS,
                         help="the same as --views")
     parser.add_argument("--probe", action="store_true",
                         help="methods trained on views: online linear probe on stop-gradient features (uses labels)")
@@ -114,7 +120,8 @@ def train_config(args):
     if args.first_order:
         options["first_order"] = True
     return TrainConfig(
-        method=args.method, backbone=args.backbone, dataset=args.dataset, image_size=args.image_size,
+        method=args.method, backbone=args.backbone,
+        backbone_options=dict(args.backbone_option or []), dataset=args.dataset, image_size=args.image_size,
         channels=args.channels, min_images=args.min_images, data_dir=args.data_dir, source=args.source,
         split=args.split,
         ways=args.ways, shots=args.shots,

@@ -36,8 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mssl_tf.data import omniglot, sources
+from mssl_tf.data import omniglot, sources, wordnet
 from mssl_tf.data.image_folder import FolderSettings, convert_images, load_image_folder
+from mssl_tf.data.modality import is_text
 from mssl_tf.data.omniglot import DatasetNotFoundError, load_split
 from mssl_tf.data.sources import ImageDataset, concatenate
 
@@ -81,6 +82,7 @@ class DatasetSpec:
         homepage: where the official files come from.
         files: the flat-image readers of `load_dataset` (official split names, labels -1 where none).
         describe: `(argument, options) → dict` recorded in `train.json`.
+        text: the examples are sentences (str `[classes, per class]`), not images.
     """
 
     name: str
@@ -97,6 +99,7 @@ class DatasetSpec:
     homepage: str = ""
     files: FlatSource | None = field(default=None, repr=False)
     describe: Callable[..., dict] | None = field(default=None, repr=False)
+    text: bool = False
 
     @property
     def image_shape(self) -> tuple[int, int, int] | None:
@@ -350,6 +353,31 @@ def _describe_tfds(argument, options):
                     "kept class is cut to the smallest kept count"}
 
 
+# === wordnet ===
+
+
+@functools.lru_cache(maxsize=2)
+def _wordnet_synsets(directory: str) -> dict:
+    return wordnet.read_synsets(directory)
+
+
+def _load_wordnet(argument, split, data_dir, source, options):
+    _check_source("wordnet", source)
+    if options.image_size or options.channels:
+        raise ValueError("wordnet holds sentences: drop --image-size/--channels")
+    synsets = _wordnet_synsets(str(wordnet.find_directory(data_dir)))
+    if split == "unlabeled":
+        return wordnet.unlabeled_texts(synsets, options.min_images, options.seed)[np.newaxis]
+    return wordnet.hypernym_classes(synsets, split, options.min_images, options.seed).texts
+
+
+def _describe_wordnet(argument, options):
+    return {"construction": "mssl_tf.data.wordnet: hypernym synsets of data.noun and data.verb with at least "
+                            f"{options.min_images} single-hypernym hyponyms; each hyponym's definition an example; "
+                            "classes split by sha256 of the synset (60/20/20)",
+            "min_examples": options.min_images, "seed": options.seed}
+
+
 # === imagefolder:PATH and arrays:NAME ===
 
 
@@ -365,13 +393,15 @@ def _describe_imagefolder(argument, options):
 
 
 def register_arrays(name: str, splits: dict[str, np.ndarray]) -> str:
-    """Makes class arrays (uint8 `[classes, per class, H, W(, C)]` per split name) a dataset: returns `arrays:NAME`."""
+    """Makes class arrays a dataset: uint8 images `[classes, per class, H, W(, C)]` or sentences `[classes, per
+    class]` (str) per split name; returns `arrays:NAME`."""
     checked = {}
     for split, images in splits.items():
-        images = np.asarray(images)
-        if images.dtype != np.uint8 or images.ndim not in (4, 5):
-            raise ValueError(f"split {split!r} must be uint8 [classes, images per class, H, W(, C)], got "
-                             f"{images.dtype} {images.shape}")
+        images = np.asarray(images, dtype=object) if is_text(np.asarray(images)) else np.asarray(images)
+        sentences = images.dtype == object and images.ndim == 2
+        if not sentences and (images.dtype != np.uint8 or images.ndim not in (4, 5)):
+            raise ValueError(f"split {split!r} must be uint8 [classes, images per class, H, W(, C)] or sentences "
+                             f"[classes, sentences per class], got {images.dtype} {images.shape}")
         checked[split] = images
     _ARRAYS[name] = checked
     return f"arrays:{name}"
@@ -446,6 +476,13 @@ DATASETS: dict[str, DatasetSpec] = {
             _load_imagefolder, argument="PATH", split_note="seeded class partition", describe=_describe_imagefolder,
         ),
         DatasetSpec(
+            "wordnet", "WordNet 3.0 hypernyms as sentence classes (their hyponyms' definitions), text",
+            ("train", "val", "trainval", "test", "unlabeled"), _load_wordnet,
+            split_note="WordNet 3.0 hypernym classes, sha256 partition", unlabeled_splits=("unlabeled",),
+            data_dir_env=wordnet.WORDNET_DIR_ENV, homepage="https://wordnet.princeton.edu",
+            describe=_describe_wordnet, text=True,
+        ),
+        DatasetSpec(
             "arrays", "class arrays registered from Python (mssl_tf.data.register_arrays)", (), _load_arrays,
             argument="NAME", split_note="registered arrays", describe=_describe_arrays,
         ),
@@ -511,6 +548,8 @@ def image_channels(dataset: str, data_dir=None, options: DatasetOptions = Datase
     depends on it: registered arrays, a TFDS dataset's image feature)."""
     kind, argument = parse(dataset)
     spec = DATASETS[kind]
+    if spec.text:
+        raise ValueError(f"{dataset} holds sentences, not images: it has no channels")
     if options.channels or spec.channels:
         return options.channels or spec.channels
     if kind == "imagefolder":
@@ -533,6 +572,14 @@ def describe(dataset: str, options: DatasetOptions = DatasetOptions()) -> dict:
 def split_label(dataset: str, split: str) -> str:
     """How records name a split: `test (Vinyals)`, `test (CIFAR-FS, Bertinetto et al. 2019)`, ..."""
     return f"{split} ({spec_of(dataset).split_note})"
+
+
+def is_text_dataset(dataset: str) -> bool:
+    """Whether `dataset` holds sentences (a text dataset, or registered arrays of sentences)."""
+    kind, argument = parse(dataset)
+    if kind == "arrays":
+        return is_text(next(iter(_registered(argument).values())))
+    return DATASETS[kind].text
 
 
 def is_unlabeled(dataset: str, split: str) -> bool:

@@ -5,7 +5,8 @@ pipeline is deterministic for a seed whatever the parallelism, and a fixed evalu
 first `n` episodes of a seed.
 
 An element is a dict of one meta-batch of tasks:
-    support_images [tasks, ways*shots, H, W, C] float32 in [0, 1] (C = 1 for class images without a channel axis)
+    support_images [tasks, ways*shots, H, W, C] float32 in [0, 1] (C = 1 for class images without a channel axis),
+                   or [tasks, ways*shots] tf.string for sentences (the keys say "images" for both)
     support_labels [tasks, ways*shots] int32, class-major (0,0,...,1,1,...)
     query_images   [tasks, ways*queries, H, W, C]
     query_labels   [tasks, ways*queries] int32
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+
+from mssl_tf.data.modality import as_constant, model_input
 
 EVALUATION_SEED = 20170315  # every method is scored on the episodes of this seed
 
@@ -33,24 +36,23 @@ class EpisodeSpec:
 
 
 def sample_episode(class_images: tf.Tensor, spec: EpisodeSpec, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-    """One task from `class_images` (uint8 `[classes, drawings, H, W]` or `[classes, drawings, H, W, C]`), keyed by a
-    stateless `seed` pair."""
+    """One task from `class_images` (uint8 `[classes, drawings, H, W]` or `[classes, drawings, H, W, C]`, or
+    sentences `[classes, per class]` of `tf.string`), keyed by a stateless `seed` pair."""
     num_classes = tf.shape(class_images)[0]
     drawings = tf.shape(class_images)[1]
     class_seed, image_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     classes = tf.argsort(tf.random.stateless_uniform([num_classes], class_seed))[: spec.ways]
     per_class = spec.shots + spec.queries
     picks = tf.argsort(tf.random.stateless_uniform([spec.ways, drawings], image_seed), axis=1)[:, :per_class]
-    images = tf.gather(tf.gather(class_images, classes), picks, batch_dims=1)  # [ways, shots+queries, H, W]
-    images = tf.cast(images, tf.float32) / 255.0
+    images = model_input(tf.gather(tf.gather(class_images, classes), picks, batch_dims=1))  # [ways, per class, ...]
     if images.shape.rank == 4:
         images = images[..., tf.newaxis]
-    height, width, channels = images.shape[2], images.shape[3], images.shape[4]
+    example_shape = images.shape[2:]
     labels = tf.range(spec.ways, dtype=tf.int32)[:, tf.newaxis]
     return {
-        "support_images": tf.reshape(images[:, : spec.shots], [spec.ways * spec.shots, height, width, channels]),
+        "support_images": tf.reshape(images[:, : spec.shots], [spec.ways * spec.shots, *example_shape]),
         "support_labels": tf.reshape(tf.tile(labels, [1, spec.shots]), [-1]),
-        "query_images": tf.reshape(images[:, spec.shots :], [spec.ways * spec.queries, height, width, channels]),
+        "query_images": tf.reshape(images[:, spec.shots :], [spec.ways * spec.queries, *example_shape]),
         "query_labels": tf.reshape(tf.tile(labels, [1, spec.queries]), [-1]),
     }
 
@@ -81,7 +83,7 @@ def episode_dataset(
             f"{spec.shots} shots + {spec.queries} queries exceed the {class_images.shape[1]} drawings or images per "
             "class"
         )
-    images = tf.constant(class_images)
+    images = as_constant(class_images)
     indices = tf.data.Dataset.range(num_episodes) if num_episodes is not None else tf.data.Dataset.counter()
 
     def make(index):

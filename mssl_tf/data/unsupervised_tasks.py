@@ -1,6 +1,7 @@
 """N-way K-shot tasks made from UNLABELED images, in the episode format every `EpisodicModel` consumes.
 
-The constructors take only images (uint8 `[N, H, W]` or `[N, H, W, 1]`, e.g. the Vinyals train split flattened by
+The constructors take only images (uint8 `[N, H, W]` or `[N, H, W, 1]`, or sentences `[N]`: augmentation and
+cluster tasks work on text, `mssl_tf.data.text_views`), e.g. the Vinyals train split flattened by
 `unlabeled_images`, its class structure dropped); no label array is ever an argument. Task kinds:
 
 - `augmentation`: N sampled images are the N classes; K + Q augmented views of each are its shots and queries
@@ -28,6 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from mssl_tf.data.episodes import EpisodeSpec
+from mssl_tf.data.modality import as_constant, is_text, model_input
+from mssl_tf.data.text_views import text_views
 from mssl_tf.data.views import apply_transformation, view_config, view_parameters, views_from_parameters
 
 TASK_KINDS = ("labeled", "augmentation", "transformation", "clusters", "mixture")
@@ -41,8 +44,12 @@ def unlabeled_images(class_images: np.ndarray) -> np.ndarray:
 
 
 def as_image_table(images: np.ndarray) -> tf.Tensor:
-    """uint8 `[N, H, W]` or `[N, H, W, 1]` → a uint8 constant `[N, H, W, 1]`."""
+    """uint8 `[N, H, W]` or `[N, H, W, 1]` → a uint8 constant `[N, H, W, 1]`; sentences `[N]` → `tf.string [N]`."""
     images = np.asarray(images)
+    if is_text(images):
+        if images.ndim != 1:
+            raise ValueError(f"sentences must be [N], got {images.shape}")
+        return as_constant(images)
     if images.ndim == 3:
         images = images[..., np.newaxis]
     if images.ndim != 4 or images.dtype != np.uint8:
@@ -78,7 +85,8 @@ def class_major_task(images: tf.Tensor, shots: int) -> dict[str, tf.Tensor]:
 
 
 def to_float(images: tf.Tensor) -> tf.Tensor:
-    return tf.cast(images, tf.float32) / 255.0
+    """uint8 images → float32 in [0, 1]; sentences unchanged (`mssl_tf.data.modality.model_input`)."""
+    return model_input(images)
 
 
 # === Augmentation-made classes (UMTRA / ProtoTransfer) ===
@@ -87,19 +95,24 @@ def augmentation_task(images: tf.Tensor, spec: EpisodeSpec, seed: tf.Tensor, con
     """One task whose classes are `spec.ways` distinct sampled images and whose examples are augmented views.
 
     Args:
-        images: uint8 `[N, H, W, C]` (`as_image_table`).
+        images: uint8 `[N, H, W, C]` or sentences `[N]` (`as_image_table`).
         spec: ways, shots and queries.
         seed: stateless seed pair.
-        config: a `mssl_tf.data.views` preset name, dict or `ViewConfig`.
+        config: a `mssl_tf.data.views` preset name, dict or `ViewConfig` (sentences: `mssl_tf.data.text_views`).
         original_support: UMTRA's variant: the shots are the un-augmented image (repeated), only the queries are
             augmented. Default: every shot and query is an independent view (ProtoTransfer).
     """
-    config = view_config(config)
     image_seed, view_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     chosen = distinct_indices(spec.ways, tf.shape(images, out_type=tf.int64)[0] - 1, image_seed)
-    originals = to_float(tf.gather(images, chosen))  # [ways, H, W, C]
+    originals = to_float(tf.gather(images, chosen))  # [ways, H, W, C], or sentences [ways]
     per_class = spec.shots + spec.queries
     view_seeds = tf.random.experimental.stateless_split(view_seed, spec.ways * per_class)
+    if images.dtype == tf.string:
+        views = text_views(originals, tf.reshape(view_seeds, [spec.ways, per_class, 2]), config)
+        if original_support:
+            views = tf.concat([tf.tile(originals[:, tf.newaxis], [1, spec.shots]), views[:, spec.shots:]], axis=1)
+        return class_major_task(views, spec.shots)
+    config = view_config(config)
     parameters = tf.map_fn(lambda s: view_parameters(s, config), view_seeds, fn_output_signature=tf.float32)
     views = views_from_parameters(originals, tf.reshape(parameters, [spec.ways, per_class, -1]), config)
     if original_support:
@@ -261,12 +274,13 @@ def cluster_task_maker(images: tf.Tensor, assignments: np.ndarray, spec: Episode
 
 
 def encoder_embeddings(model, images: np.ndarray, batch_size: int = 1024, normalize: bool = True) -> np.ndarray:
-    """Features `[N, d]` of uint8 `images` from a trained model (`model(images)` → backbone features)."""
+    """Features `[N, d]` of uint8 `images` (or sentences `[N]`) from a trained model (`model(images)` → backbone
+    features)."""
     table = np.asarray(images)
     if table.ndim == 3:
         table = table[..., np.newaxis]
-    infer = tf.function(lambda batch: model(tf.cast(batch, tf.float32) / 255.0, training=False))
-    features = np.concatenate([infer(table[start : start + batch_size]).numpy()
+    infer = tf.function(lambda batch: model(model_input(batch), training=False))
+    features = np.concatenate([infer(as_constant(table[start : start + batch_size])).numpy()
                                for start in range(0, len(table), batch_size)])
     if normalize:
         features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
@@ -337,6 +351,8 @@ def task_maker(kind: str, images: np.ndarray, spec: EpisodeSpec, view_preset="om
             raise ValueError(f"{spec.ways}-way augmentation tasks need {spec.ways} images, got {table.shape[0]}")
         return lambda seed: augmentation_task(table, spec, seed, view_preset, original_support)
     if kind == "transformation":
+        if table.dtype == tf.string:
+            raise ValueError("transformation tasks transform images; for sentences use augmentation or clusters tasks")
         if spec.ways != len(transformations):
             raise ValueError(f"transformation tasks have one class per transformation ({len(transformations)}: "
                              f"{', '.join(transformations)}); set ways to {len(transformations)}, not {spec.ways}")

@@ -23,6 +23,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import tensorflow as tf
 
+from mssl_tf.data.modality import as_constant, is_text, model_input
+from mssl_tf.data.text_views import TEXT_VIEW_PRESETS, text_view_config, text_views
+from mssl_tf.data.text_views import config_dict as text_config_dict
+
 
 @dataclass(frozen=True)
 class ViewConfig:
@@ -283,9 +287,11 @@ def multi_view_dataset(
     the k-th example of the stream are keyed by `(seed, k)`.
 
     Args:
-        images: uint8 `[N, H, W]` (gray), `[N, H, W, 1]` or `[N, H, W, 3]`.
+        images: uint8 `[N, H, W]` (gray), `[N, H, W, 1]` or `[N, H, W, 3]`, or sentences `[N]` (str: views
+            `[batch, views]` of `tf.string`, `mssl_tf.data.text_views`).
         batch_size: examples per element (the global batch under a distribution strategy).
-        config: a `VIEW_PRESETS` name, a dict of `ViewConfig` fields or a `ViewConfig`.
+        config: a `VIEW_PRESETS` name, a dict of `ViewConfig` fields or a `ViewConfig` (sentences: a
+            `TEXT_VIEW_PRESETS` name or `TextViewConfig`).
         views: views per example.
         seed: the stream is a pure function of the seed.
         labels: int `[N]`, included as `labels` only when given (for an online probe, never for the encoder).
@@ -295,14 +301,15 @@ def multi_view_dataset(
     Returns:
         `tf.data.Dataset` of dicts (see module docstring), prefetched.
     """
-    config = view_config(config)
     images = np.asarray(images)
+    text = is_text(images)
+    config = text_view_config(config) if text else view_config(config)
     if images.ndim == 3:
         images = images[..., np.newaxis]  # gray [N, H, W] → [N, H, W, 1]
     count = len(images)
     if batch_size > count:
-        raise ValueError(f"batch_size {batch_size} exceeds the {count} images")
-    image_table = tf.constant(images)
+        raise ValueError(f"batch_size {batch_size} exceeds the {count} {'sentences' if text else 'images'}")
+    image_table = as_constant(images)
     label_table = None if labels is None else tf.constant(np.asarray(labels, np.int32))
 
     def epoch_order(epoch):
@@ -312,15 +319,16 @@ def multi_view_dataset(
     def example(position, index):
         seeds = example_seeds(tf.stack([tf.constant(seed, tf.int64), position]), views)
         element = {
-            "images": tf.cast(tf.gather(image_table, index), tf.float32) / 255.0,
-            "parameters": tf.stack([view_parameters(seeds[view], config) for view in range(views)]),
+            "images": model_input(tf.gather(image_table, index)),
+            "parameters": seeds if text else tf.stack([view_parameters(seeds[view], config) for view in range(views)]),
         }
         if label_table is not None:
             element["labels"] = tf.gather(label_table, index)
         return element
 
     def augment(batch):
-        element = {"views": views_from_parameters(batch["images"], batch["parameters"], config)}
+        make = text_views if text else views_from_parameters
+        element = {"views": make(batch["images"], batch["parameters"], config)}
         if "labels" in batch:
             element["labels"] = batch["labels"]
         return element
@@ -375,3 +383,10 @@ def transformation_batch(images: tf.Tensor, names) -> tuple[tf.Tensor, tf.Tensor
 def config_dict(config: ViewConfig) -> dict:
     """A JSON-ready dict of a `ViewConfig` (recorded in `train.json`)."""
     return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
+
+
+def describe_views(preset) -> dict:
+    """The JSON-ready parameters of an image or text view preset (what `train.json` records)."""
+    if isinstance(preset, str) and preset in TEXT_VIEW_PRESETS:
+        return text_config_dict(text_view_config(preset))
+    return config_dict(view_config(preset))

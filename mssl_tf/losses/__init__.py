@@ -4,6 +4,7 @@ from mssl_tf.losses.barlow_twins import barlow_twins_loss, cross_correlation
 from mssl_tf.losses.byol import byol_loss, multi_view_byol_loss, symmetric_byol_loss
 from mssl_tf.losses.infonce import infonce
 from mssl_tf.losses.nt_xent import nt_xent
+from mssl_tf.losses.simcse import in_batch_contrastive
 from mssl_tf.losses.simsiam import negative_cosine, simsiam_loss
 from mssl_tf.losses.sinkhorn import sinkhorn, top_assignments
 from mssl_tf.losses.supervised_contrastive import supervised_contrastive
@@ -13,6 +14,7 @@ __all__ = [
     "barlow_twins_loss",
     "byol_loss",
     "cross_correlation",
+    "in_batch_contrastive",
     "infonce",
     "multi_view_byol_loss",
     "negative_cosine",

@@ -32,13 +32,15 @@ def json_parse_cost(body_bytes: int) -> int:
 
 
 def decoded_image_elements(version_dir) -> int:
-    """Elements one encoded image decodes to for the SavedModel at `version_dir` (its recorded input shape)."""
+    """Elements one encoded image decodes to for the SavedModel at `version_dir` (its recorded input shape; for a
+    text model, the tokens one sentence becomes)."""
     import json
     from pathlib import Path
 
     metadata = Path(version_dir) / "assets.extra" / "mssl_tf.json"
     try:
-        return int(np.prod(json.loads(metadata.read_text())["input"]["shape"]))
+        recorded = json.loads(metadata.read_text())["input"]
+        return int(recorded.get("elements_per_example") or np.prod(recorded["shape"]))
     except (OSError, ValueError, KeyError, TypeError):
         return DECODED_IMAGE_ELEMENTS
 

@@ -31,6 +31,7 @@ from mssl_tf.serving.tensors import (  # noqa: E402
 FEW_SHOT_SIGNATURE = "few_shot"
 FEW_SHOT_FILES_SIGNATURE = "few_shot_png"
 EMBED_FILES_SIGNATURE = "embed_png"
+TEXT_EMBED_SIGNATURE = "serving_default"
 STATES = {value: name for name, value in get_model_status_pb2.ModelVersionStatus.State.items()}
 
 
@@ -48,6 +49,12 @@ def _conform(array, dtype: np.dtype, shape, name: str) -> np.ndarray:
     if shape is not None and array.ndim == len(shape) - 1 and shape[-1] == 1:
         array = array[..., None]
     return array
+
+
+def utf8_array(sentences) -> np.ndarray:
+    """Sentences (str or bytes) → a 1-D object array of UTF-8 bytes: a `DT_STRING` tensor's values."""
+    return np.array([text if isinstance(text, bytes) else str(text).encode("utf-8") for text in sentences],
+                    dtype=object)
 
 
 def _signatures_as_dict(signature_map) -> dict:
@@ -183,6 +190,15 @@ class EmbeddingClient:
             signature=FEW_SHOT_SIGNATURE,
         )
 
+    def embed_sentences(self, sentences) -> np.ndarray:
+        """Embeddings of sentences (str or bytes) from a text model, which tokenizes them itself."""
+        return self.predict({"sentences": utf8_array(sentences)}, signature=TEXT_EMBED_SIGNATURE)["embeddings"]
+
+    def few_shot_sentences(self, support_sentences, support_labels, query_sentences) -> dict:
+        """A text model's `few_shot`: `{"logits": [Q, ways], "predictions": [Q]}`."""
+        return self.predict({"support_sentences": utf8_array(support_sentences), "support_labels": support_labels,
+                             "query_sentences": utf8_array(query_sentences)}, signature=FEW_SHOT_SIGNATURE)
+
     def embed_files(self, files) -> np.ndarray:
         """Embeddings of encoded image files (PNG, JPEG, GIF or BMP bytes of any size), decoded by the server."""
         return self.predict({"png": np.array(list(files), dtype=object)}, signature=EMBED_FILES_SIGNATURE)["embeddings"]
@@ -315,6 +331,12 @@ class RestClient:
     def few_shot(self, support_images, support_labels, query_images) -> dict:
         return self.predict({"support_images": support_images, "support_labels": support_labels,
                              "query_images": query_images}, signature=FEW_SHOT_SIGNATURE)
+
+    def embed_sentences(self, sentences) -> np.ndarray:
+        """Embeddings of sentences from a text model (sent as JSON strings)."""
+        texts = [text.decode("utf-8") if isinstance(text, bytes) else str(text) for text in sentences]
+        result = self.predict({"sentences": texts}, signature=TEXT_EMBED_SIGNATURE)
+        return np.asarray(result["embeddings"] if isinstance(result, dict) else result, np.float32)
 
     def close(self) -> None:
         connection = getattr(self._local, "connection", None)

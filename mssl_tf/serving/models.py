@@ -57,6 +57,15 @@ def read_meta_graph(path, tags=("serve",)):
     raise ValueError(f"{path} has no MetaGraph tagged {sorted(tags)} (found {found}); pass --saved_model_tags")
 
 
+def register_text_ops() -> None:
+    """Registers TensorFlow Text's ops when it is installed (the `text` extra): a text model's SavedModel tokenizes
+    with them, and TF Serving's own binary links them in the same way."""
+    try:
+        import tensorflow_text  # noqa: F401
+    except ImportError:
+        pass
+
+
 class Servable:
     """One loaded version of a model: its SignatureDefs (for metadata and validation) and callable signatures.
 
@@ -77,6 +86,7 @@ class Servable:
 
         self.name, self.version, self.path, self.limits, self.budget = name, version, Path(path), limits, budget
         self.signature_defs = dict(read_meta_graph(path, tags).signature_def)
+        register_text_ops()
         self.loaded = tf.saved_model.load(str(path), tags=list(tags))
         self.functions = dict(self.loaded.signatures)
         self.decoded_image_elements = decoded_image_elements(path)

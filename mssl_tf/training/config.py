@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mssl_tf.data.class_splits import DatasetOptions, image_channels, is_unlabeled, load_class_split, spec_of
+from mssl_tf.data.class_splits import (DatasetOptions, image_channels, is_text_dataset, is_unlabeled, load_class_split,
+                                      spec_of)
+from mssl_tf.data.text_views import DEFAULT_TEXT_PRESET
 from mssl_tf.data.unsupervised_tasks import TASK_KINDS
 from mssl_tf.methods import DEFAULT_METHOD, method_class
 
@@ -16,6 +18,7 @@ TASK_OPTIONS = (*CLUSTER_DEFAULTS, "mixture", "mixture_weights", "original_suppo
 class TrainConfig:
     method: str = DEFAULT_METHOD
     backbone: str = "conv4"
+    backbone_options: dict = field(default_factory=dict)  # keyword arguments of the backbone's builder
     dataset: str = "omniglot"  # any mssl_tf.data.class_splits.DATASETS entry: cifar-fs, cifar10, stl10, tfds:NAME, ...
     data_dir: str | None = None
     source: str = "zips"
@@ -66,9 +69,11 @@ def dataset_options(config: TrainConfig) -> DatasetOptions:
 
 def view_preset(config: TrainConfig) -> str:
     """The run's augmentation preset: `views` when given, else `omniglot` for 1-channel data (drawings) and `rgb`
-    for 3-channel data (`mssl_tf.data.views.VIEW_PRESETS`)."""
+    for 3-channel data (`mssl_tf.data.views.VIEW_PRESETS`), `identity` for sentences (`mssl_tf.data.text_views`)."""
     if config.views is not None:
         return config.views
+    if is_text_dataset(config.dataset):
+        return DEFAULT_TEXT_PRESET
     channels = image_channels(config.dataset, config.data_dir, dataset_options(config))
     return "omniglot" if channels == 1 else "rgb"
 

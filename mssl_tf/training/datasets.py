@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from mssl_tf.data import unsupervised_tasks
 from mssl_tf.data.episodes import EpisodeSpec, sample_episode
+from mssl_tf.data.modality import as_constant
 from mssl_tf.data.views import flatten_classes, multi_view_dataset
 from mssl_tf.training.clusters import cluster_assignments, uses_clusters
 from mssl_tf.training.config import TrainConfig, batches, check, is_unsupervised, view_preset
@@ -66,7 +67,7 @@ def task_dataset(config: TrainConfig, class_images, spec: EpisodeSpec, start_ste
 
 
 def _episodes(class_images, spec: EpisodeSpec, seed: int, batch: int, episode_index) -> tf.data.Dataset:
-    images = tf.constant(class_images)
+    images = as_constant(class_images)
 
     def make(position):
         return sample_episode(images, spec, tf.stack([tf.constant(seed, tf.int64), episode_index(position)]))

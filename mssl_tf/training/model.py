@@ -6,7 +6,8 @@ from __future__ import annotations
 import keras
 
 from mssl_tf import distribute
-from mssl_tf.backbones import build_backbone
+from mssl_tf.backbones import IMAGE_BACKBONES, TEXT_BACKBONES, build_backbone, is_text_backbone
+from mssl_tf.data.modality import is_text
 from mssl_tf.methods import build_method, method_class
 from mssl_tf.training.artifacts import load_trained
 from mssl_tf.training.config import TrainConfig, load_classes
@@ -35,11 +36,26 @@ def image_shape(class_images) -> tuple[int, int, int]:
     return (*class_images.shape[2:4], class_images.shape[4] if class_images.ndim == 5 else 1)
 
 
-def build_model(config: TrainConfig, class_images=None) -> keras.Model:
-    """The method on its backbone, built for the images of `class_images` (default: the run's validation split);
-    explicit `method_options` win over what the run supplies."""
+def build_backbone_for(config: TrainConfig, class_images, train_images=None) -> keras.Model:
+    """The run's backbone: an image backbone built for the shape of `class_images`, or a text backbone built from
+    the training split's sentences (its vocabulary); `config.backbone_options` are its keyword arguments."""
+    text_data, text_backbone = is_text(class_images), is_text_backbone(config.backbone)
+    if text_data != text_backbone:
+        kind = sorted(TEXT_BACKBONES if text_data else IMAGE_BACKBONES)
+        raise ValueError(f"--dataset {config.dataset} holds {'sentences' if text_data else 'images'}; --backbone "
+                         f"{config.backbone} takes {'images' if text_data else 'sentences'}: use one of {kind}")
+    if text_data:
+        corpus = load_classes(config, config.split) if train_images is None else train_images
+        return build_backbone(config.backbone, corpus=corpus, **config.backbone_options)
+    return build_backbone(config.backbone, input_shape=image_shape(class_images), **config.backbone_options)
+
+
+def build_model(config: TrainConfig, class_images=None, train_images=None) -> keras.Model:
+    """The method on its backbone, built for the examples of `class_images` (default: the run's validation split;
+    a text backbone learns its vocabulary from `train_images`, default the training split); explicit
+    `method_options` win over what the run supplies."""
     class_images = load_classes(config, "val") if class_images is None else class_images
-    backbone = build_backbone(config.backbone, input_shape=image_shape(class_images))
+    backbone = build_backbone_for(config, class_images, train_images)
     return build_method(config.method, backbone, **{**run_arguments(config), **config.method_options})
 
 
@@ -81,7 +97,7 @@ def prepare(config: TrainConfig):
     train_images = load_classes(config, config.split)
     validation_images = load_classes(config, "val")
     with strategy.scope():
-        model = build_model(config, validation_images)
+        model = build_model(config, validation_images, train_images)
         model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)
     if config.init_from:
         initialize_backbone(model, config.init_from)

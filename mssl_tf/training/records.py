@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from mssl_tf import results
 from mssl_tf.data.class_splits import describe
-from mssl_tf.data.views import config_dict, view_config
+from mssl_tf.data.views import describe_views
 from mssl_tf.training.artifacts import model_file, sha256, source_summary
 from mssl_tf.training.clusters import clustering_seconds
 from mssl_tf.training.config import TrainConfig, batches, dataset_options, is_unsupervised, view_preset
@@ -39,7 +39,7 @@ def data_summary(config: TrainConfig) -> dict:
     if batches(config) == "views":
         # Labels reach a view-trained model only through the online probe's stop-gradient classifier.
         summary.update(labels_used=bool(config.probe), labels_used_by_encoder=False, batch_size=config.batch_size,
-                       views=config_dict(view_config(view_preset(config))))
+                       views=describe_views(view_preset(config)))
     if is_unsupervised(config) or config.init_from:
         summary.update(task_summary(config))
     return summary

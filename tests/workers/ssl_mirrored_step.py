@@ -17,7 +17,7 @@ make the two runs differ for a reason that is not a bug. The comparison is made 
 Moving statistics are updated once per group call, so they legitimately differ and are not compared.
 
 Negative controls (`*_bug` entries) re-create the classic distributed bugs and must make the runs differ:
-SimCLR with negatives from this replica only, MoCo enqueueing only this replica's keys, PsCo building its
+SimCLR and SimCSE with negatives from this replica only, MoCo enqueueing only this replica's keys, PsCo building its
 pseudo-labelled task (Sinkhorn, shots, negatives) from this replica's keys only, and Barlow Twins whose gradient is
 the world size times too large (the full global loss on every replica, no 1/replicas scaling).
 """
@@ -37,9 +37,9 @@ import tensorflow as tf  # noqa: E402
 import mssl_tf  # noqa: E402
 from mssl_tf.data import load_split  # noqa: E402
 from mssl_tf.data.views import flatten_classes, multi_view_dataset  # noqa: E402
-from mssl_tf.losses import nt_xent, replicas, supervised_contrastive  # noqa: E402
+from mssl_tf.losses import in_batch_contrastive, nt_xent, replicas, supervised_contrastive  # noqa: E402
 from mssl_tf.methods.base import replica_count  # noqa: E402
-from mssl_tf.methods.ssl import BarlowTwins, MoCo, PsCo, SimCLR, synchronized_batch_norm  # noqa: E402
+from mssl_tf.methods.ssl import BarlowTwins, MoCo, PsCo, SimCLR, SimCSE, synchronized_batch_norm  # noqa: E402
 from tests.workers.replica_check import fit_from, report  # noqa: E402
 
 
@@ -49,6 +49,13 @@ class SimCLRLocalNegatives(SimCLR):
         features = self.backbone(tf.concat(views, 0), training=training)
         projections = self.projector(features, training=training)
         return nt_xent(projections[:batch], projections[batch:], self.temperature, gather=False), features[:batch]
+
+
+class SimCSELocalNegatives(SimCSE):
+    def compute_ssl_loss(self, views, training):
+        batch = tf.shape(views[0])[0]
+        features = self.backbone(tf.concat([views[0], views[0]], 0), training=training)
+        return in_batch_contrastive(features[:batch], features[batch:], self.temperature, gather=False), features[:batch]
 
 
 class MoCoLocalQueue(MoCo):
@@ -76,6 +83,7 @@ class BarlowTwinsWorldSize(BarlowTwins):
 SMALL = {"hidden_units": [32], "projection_units": 16}
 OPTIONS = {
     "simclr": {**SMALL},
+    "simcse": {"temperature": 0.5},  # on Conv-4 (no dropout): the gathered in-batch negatives are what is checked
     "moco": {**SMALL, "queue_size": 32, "batch_norm_groups": 2, "momentum": 0.9},
     "psco": {**SMALL, "queue_size": 32, "batch_norm_groups": 2, "momentum": 0.9, "shots": 2},
     "byol": {**SMALL, "total_steps": 4, "base_decay": 0.9},
@@ -85,6 +93,7 @@ OPTIONS = {
 }
 BUGS = {
     "simclr_local_negatives_bug": (SimCLRLocalNegatives, OPTIONS["simclr"]),
+    "simcse_local_negatives_bug": (SimCSELocalNegatives, OPTIONS["simcse"]),
     "moco_local_queue_bug": (MoCoLocalQueue, OPTIONS["moco"]),
     "psco_local_task_bug": (PsCoLocalTask, OPTIONS["psco"]),
     "barlow_twins_world_size_bug": (BarlowTwinsWorldSize, OPTIONS["barlow_twins"]),

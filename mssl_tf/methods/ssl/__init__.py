@@ -6,11 +6,13 @@ from mssl_tf.methods.ssl.byol import BYOL
 from mssl_tf.methods.ssl.moco import MoCo
 from mssl_tf.methods.ssl.psco import PsCo
 from mssl_tf.methods.ssl.simclr import SimCLR
+from mssl_tf.methods.ssl.simcse import SimCSE
 from mssl_tf.methods.ssl.simsiam import SimSiam
 from mssl_tf.methods.ssl.transformation import TransformationPrediction
 
 SSL_METHODS = {
     "simclr": (SimCLR, {}),
+    "simcse": (SimCSE, {}),
     "moco": (MoCo, {}),
     "psco": (PsCo, {}),
     "byol": (BYOL, {}),
@@ -27,6 +29,7 @@ __all__ = [
     "SSLModel",
     "SSL_METHODS",
     "SimCLR",
+    "SimCSE",
     "SimSiam",
     "TransformationPrediction",
     "synchronized_batch_norm",

@@ -1,0 +1,258 @@
+"""Text: WordNet's files → sentence classes → episodes and views of sentences → text backbones → SimCSE and
+ProtoNet → export with string signatures → served over gRPC and REST. On a small WordNet made by
+tests/wordnet_fixture.py in WordNet's own format (the real one is never needed by this suite)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras_hub = pytest.importorskip("keras_hub", reason="text needs the text extra (keras-hub, tensorflow-text)")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from mssl_tf.backbones import build_backbone  # noqa: E402
+from mssl_tf.backbones.text import words_of  # noqa: E402
+from mssl_tf.data import wordnet  # noqa: E402
+from mssl_tf.data.class_splits import load_class_split  # noqa: E402
+from mssl_tf.data.episodes import EpisodeSpec, episode_dataset  # noqa: E402
+from mssl_tf.data.omniglot import DatasetNotFoundError  # noqa: E402
+from mssl_tf.data.text_views import text_views  # noqa: E402
+from mssl_tf.data.views import multi_view_dataset  # noqa: E402
+from mssl_tf.evaluation import episode_accuracies  # noqa: E402
+from mssl_tf.losses import in_batch_contrastive  # noqa: E402
+from mssl_tf.methods import build_method  # noqa: E402
+from tests.wordnet_fixture import write_wordnet  # noqa: E402
+
+SMALL_TRANSFORMER = {"vocabulary_size": 300, "embedding_dim": 32, "num_layers": 1, "num_heads": 2,
+                     "intermediate_dim": 64, "sequence_length": 16}
+
+
+@pytest.fixture(scope="module")
+def wordnet_dir(tmp_path_factory):
+    return str(write_wordnet(tmp_path_factory.mktemp("wordnet")))
+
+
+@pytest.fixture(scope="module")
+def splits(wordnet_dir):
+    return {split: load_class_split("wordnet", split, wordnet_dir) for split in ("train", "val", "test")}
+
+
+# === The WordNet reader and the class construction ===
+def test_a_data_line_gives_words_hypernyms_and_gloss():
+    line = ("02084071 05 n 03 dog 0 domestic_dog 0 Canis_familiaris 0 003 @ 02083346 n 0000 @ 01317541 n 0000 "
+            '~ 01322604 n 0000 | a member of the genus Canis; "the dog barked all night"  ')
+    synset = wordnet.parse_line(line, "n")
+    assert synset.words == ("dog", "domestic_dog", "Canis_familiaris")
+    assert synset.hypernyms == (("n", "02083346"), ("n", "01317541"))
+    assert synset.definition == "a member of the genus Canis"
+    assert synset.examples == ("the dog barked all night",)
+
+
+def test_classes_are_disjoint_full_and_exclude_synsets_with_two_hypernyms(wordnet_dir, splits):
+    synsets = wordnet.read_synsets(wordnet_dir)
+    assert all(line.startswith(f"{synset.offset} ") for synset in synsets.values()  # offsets are byte offsets
+               for line in [open(f"{wordnet_dir}/data.{wordnet.PARTS_OF_SPEECH[synset.pos]}").read()[
+                   int(synset.offset):int(synset.offset) + 9]])
+    two_hypernyms = {synset.definition for synset in synsets.values() if len(synset.hypernyms) > 1}
+    assert two_hypernyms
+    seen = set()
+    for texts in splits.values():
+        assert texts.shape[1] == 20 and texts.dtype == object
+        flat = set(texts.ravel())
+        assert len(flat) == texts.size and not flat & seen and not flat & two_hypernyms
+        seen |= flat
+    names = {split: wordnet.hypernym_classes(synsets, split).class_names for split in ("train", "val", "test")}
+    assert all(wordnet.split_of(("n", name.rsplit(".", 1)[1])) == split for split, listed in names.items()
+               for name in listed if ".n." in name)
+    again = load_class_split("wordnet", "val", wordnet_dir, options=__import__(
+        "mssl_tf.data.class_splits", fromlist=["DatasetOptions"]).DatasetOptions(min_images=20, seed=0))
+    np.testing.assert_array_equal(again, splits["val"])
+
+
+def test_the_unlabeled_split_holds_no_val_or_test_example(wordnet_dir, splits):
+    unlabeled = load_class_split("wordnet", "unlabeled", wordnet_dir)
+    assert unlabeled.shape[0] == 1
+    texts = set(unlabeled[0])
+    assert not texts & set(splits["val"].ravel()) and not texts & set(splits["test"].ravel())
+    assert set(splits["train"].ravel()) <= texts
+
+
+def test_missing_files_say_how_to_get_them(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="apt-get install wordnet-base"):
+        load_class_split("wordnet", "train", str(tmp_path))
+
+
+# === Episodes and views of sentences ===
+def test_episodes_of_sentences_keep_each_class_together(splits):
+    train = splits["train"]
+    row_of = {text: row for row, texts in enumerate(train) for text in texts}
+    task = next(iter(episode_dataset(train, EpisodeSpec(5, 2, 3), seed=1)))
+    support = [text.decode() for text in task["support_images"][0].numpy()]
+    query = [text.decode() for text in task["query_images"][0].numpy()]
+    support_labels, query_labels = task["support_labels"][0].numpy(), task["query_labels"][0].numpy()
+    rows = {label: {row_of[text] for text, given in zip(support, support_labels) if given == label}
+            for label in range(5)}
+    assert all(len(found) == 1 for found in rows.values()) and len({*map(min, rows.values())}) == 5
+    assert all(row_of[text] in rows[label] for text, label in zip(query, query_labels))
+    assert not set(support) & set(query)
+
+
+def test_text_views_are_seeded_spans_of_the_words():
+    sentence = tf.constant(" ".join(f"w{index}" for index in range(20)))
+    seeds = tf.constant([[[1, 2], [3, 4]], [[1, 2], [5, 6]]], tf.int64)
+    views = text_views(tf.stack([sentence, sentence]), seeds, "text").numpy()
+    assert views[0, 0] == views[1, 0]  # same seed, same view
+    assert views[0, 1] != views[1, 1]
+    for view in views.ravel():
+        indices = [int(word[1:]) for word in view.decode().split()]
+        assert indices == sorted(indices) and len(indices) >= 0.8 * 20 * 0.5
+        assert indices[-1] - indices[0] + 1 <= 20 and len(indices) < 20 or indices == list(range(20))
+    identity = text_views(tf.stack([sentence]), seeds[:1], "identity").numpy()
+    assert (identity == sentence.numpy()).all()
+
+
+def test_multi_view_batches_of_sentences(splits):
+    sentences = splits["train"].ravel()
+    batch = next(iter(multi_view_dataset(sentences, 8, "identity", seed=0)))
+    views = batch["views"].numpy()
+    assert views.shape == (8, 2) and (views[:, 0] == views[:, 1]).all()
+    assert {text.decode() for text in views[:, 0]} <= set(sentences)
+
+
+def test_augmentation_tasks_of_sentences_make_each_class_from_one_sentence(splits):
+    from mssl_tf.data.unsupervised_tasks import task_maker, unlabeled_images
+
+    sentences = unlabeled_images(splits["train"])
+    make = task_maker("augmentation", sentences, EpisodeSpec(5, 2, 3), view_preset="text")
+    task = make(tf.constant([7, 1], tf.int64))
+    words_of_sentence = [set(text.split()) for text in sentences]
+    sources = {label: set(range(len(sentences))) for label in range(5)}  # sentences every view of a class fits
+    for key, labels in (("support_images", "support_labels"), ("query_images", "query_labels")):
+        for view, label in zip(task[key].numpy(), task[labels].numpy()):
+            sources[label] &= {index for index, words in enumerate(words_of_sentence)
+                               if set(view.decode().split()) <= words}
+    assert all(sources.values()), sources
+    with pytest.raises(ValueError, match="transformation tasks transform images"):
+        task_maker("transformation", sentences, EpisodeSpec(5, 1, 1))
+
+
+# === Text backbones ===
+def test_the_transformer_tokenizes_inside_and_round_trips(splits, tmp_path):
+    keras.utils.set_random_seed(0)
+    encoder = build_backbone("transformer", corpus=splits["train"], **SMALL_TRANSFORMER)
+    assert encoder.vocabulary[:2] == ["[PAD]", "[UNK]"] and len(encoder.vocabulary) <= 300
+    sentences = tf.constant(["a katemi thing", "unseen zzz words", ""])
+    features = encoder(sentences, training=False).numpy()
+    assert features.shape == (3, 32) and np.isfinite(features).all()
+    np.testing.assert_allclose(encoder(sentences[:1]).numpy(), features[:1], atol=1e-5)  # batch-independent
+    first, second = (encoder(sentences, training=True).numpy() for _ in range(2))
+    assert not np.allclose(first, second)  # dropout noise: SimCSE's two views
+    encoder.save(tmp_path / "encoder.keras")
+    restored = keras.saving.load_model(tmp_path / "encoder.keras")
+    np.testing.assert_array_equal(restored(sentences).numpy(), features)
+
+
+def test_bag_of_words_is_tf_idf(splits):
+    corpus = splits["train"].ravel()
+    encoder = build_backbone("bag_of_words", corpus=corpus)
+    sentence = corpus[0] + " " + corpus[0].split()[1] + " NeverSeen"
+    documents = [set(words_of(text)) for text in corpus]
+    expected = np.zeros(len(encoder.vocabulary) + 1)
+    for word in words_of(sentence):
+        if word in encoder.vocabulary:
+            containing = sum(word in document for document in documents)
+            expected[1 + encoder.vocabulary.index(word)] += np.log(1 + len(corpus) / (1 + containing))
+    expected /= np.linalg.norm(expected)
+    np.testing.assert_allclose(encoder(tf.constant([sentence])).numpy()[0], expected, atol=1e-6)
+
+
+def test_image_data_refuse_a_text_backbone_and_text_data_an_image_one(wordnet_dir):
+    from mssl_tf.training import TrainConfig
+    from mssl_tf.training.model import build_model
+
+    with pytest.raises(ValueError, match="holds sentences; --backbone conv4 takes images"):
+        build_model(TrainConfig(method="protonet", backbone="conv4", dataset="wordnet", data_dir=wordnet_dir))
+
+
+# === SimCSE ===
+def reference_simcse_loss(first, second, temperature=0.05):
+    normalize = lambda values: values / np.linalg.norm(values, axis=1, keepdims=True)  # noqa: E731
+    logits = normalize(np.asarray(first, np.float64)) @ normalize(np.asarray(second, np.float64)).T / temperature
+    return np.mean(np.log(np.exp(logits).sum(axis=1)) - np.diag(logits))
+
+
+def test_simcse_loss_is_each_sentence_picking_its_second_encoding():
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    loss = in_batch_contrastive(tf.constant(first, tf.float32), tf.constant(second, tf.float32), 0.05)
+    assert float(loss) == pytest.approx(reference_simcse_loss(first, second), rel=1e-5)
+
+
+def test_simcse_on_dropout_noise_learns_to_tell_unseen_sentences_apart(splits, wordnet_dir):
+    keras.utils.set_random_seed(0)
+    sentences = load_class_split("wordnet", "unlabeled", wordnet_dir)[0]
+    model = build_method("simcse", build_backbone("transformer", corpus=sentences, **SMALL_TRANSFORMER))
+    model.compile(keras.optimizers.Adam(1e-3))
+    unseen = tf.constant(splits["val"][:, 0])  # not in the unlabeled split
+
+    def held_out_loss():  # two dropout passes, scored by the paper's formula (not by the method's own loss)
+        return np.mean([reference_simcse_loss(model.backbone(unseen, training=True),
+                                              model.backbone(unseen, training=True)) for _ in range(5)])
+
+    before = held_out_loss()
+    model.fit(multi_view_dataset(sentences, 64, "identity", seed=0), steps_per_epoch=30, verbose=0)
+    after = held_out_loss()
+    assert after < 0.5 * before, (before, after)
+
+
+def validation_loss_and_accuracy(model, class_texts):
+    losses, accuracies = [], []
+    for batch in episode_dataset(class_texts, EpisodeSpec(5, 1, 5), meta_batch=10, seed=3, num_episodes=100):
+        loss, logits = model.meta_batch_learn(batch, training=False)
+        losses.append(loss.numpy())
+        accuracies.append((logits.numpy().argmax(-1) == batch["query_labels"].numpy()).mean(axis=-1))
+    return float(np.mean(losses)), float(np.mean(accuracies))
+
+
+@pytest.fixture(scope="module")
+def protonet(splits):
+    """ProtoNet on a small transformer, meta-trained for 40 steps; and its validation loss and accuracy before."""
+    keras.utils.set_random_seed(0)
+    model = build_method("protonet", build_backbone("transformer", corpus=splits["train"], **SMALL_TRANSFORMER))
+    model.compile(keras.optimizers.Adam(1e-3))
+    before = validation_loss_and_accuracy(model, splits["val"])
+    model.fit(episode_dataset(splits["train"], EpisodeSpec(10, 5, 5), seed=0), steps_per_epoch=40, verbose=0)
+    return model, before
+
+
+def test_protonet_meta_trained_on_sentences_improves_on_unseen_classes(splits, protonet):
+    model, (loss_before, accuracy_before) = protonet
+    loss_after, accuracy_after = validation_loss_and_accuracy(model, splits["val"])
+    # 2,500 scored queries each: a standard error of about 1 point; the loss can rise as distances grow confident.
+    assert accuracy_after > accuracy_before + 0.05, (loss_before, loss_after, accuracy_before, accuracy_after)
+
+
+def test_served_sentences_score_what_eval_scores(splits, protonet, tmp_path):
+    protonet, _ = protonet
+    from mssl_tf.export import export_model, read_metadata
+    from mssl_tf.pipeline import served_episode_accuracies
+    from mssl_tf.serving import EmbeddingClient, ModelConfig, ModelServer
+    from mssl_tf.serving.client import RestClient
+
+    path = export_model(protonet, tmp_path, "sentences")
+    metadata = read_metadata(path)
+    assert metadata["input"]["kind"] == "text" and metadata["signatures"] == ["serving_default", "few_shot"]
+    sentences = ["a lotevi suraka usually made", "a miteno large thing", "é accents and unknown words"]
+    expected = tf.math.l2_normalize(protonet(tf.constant(sentences)), axis=-1).numpy()
+    spec = EpisodeSpec(5, 1, 5)
+    in_process = episode_accuracies(protonet, splits["test"], spec, episodes=20)
+    with ModelServer([ModelConfig("sentences", str(tmp_path / "sentences"))], port=0, rest_api_port=0,
+                     poll_wait_seconds=0) as server:
+        with EmbeddingClient(f"127.0.0.1:{server.grpc_port}", "sentences") as client:
+            np.testing.assert_allclose(client.embed_sentences(sentences), expected, atol=1e-5)
+            served = served_episode_accuracies(client, splits["test"], spec, episodes=20)
+        with RestClient(f"http://127.0.0.1:{server.rest_port}", "sentences") as rest:
+            np.testing.assert_allclose(rest.embed_sentences(sentences), expected, atol=1e-5)
+    np.testing.assert_array_equal(np.rint(served * 5), np.rint(in_process * 5))
