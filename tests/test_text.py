@@ -256,3 +256,68 @@ def test_served_sentences_score_what_eval_scores(splits, protonet, tmp_path):
         with RestClient(f"http://127.0.0.1:{server.rest_port}", "sentences") as rest:
             np.testing.assert_allclose(rest.embed_sentences(sentences), expected, atol=1e-5)
     np.testing.assert_array_equal(np.rint(served * 5), np.rint(in_process * 5))
+
+
+# === Meta-learning on top of pretrained models (--init-from) ===
+@pytest.fixture(scope="module")
+def tiny_bert_preset(tmp_path_factory, splits):
+    """A keras-hub preset directory saved locally from a small, randomly initialized BERT (hub downloads fail here:
+    a user's downloaded preset has the same layout)."""
+    from mssl_tf.backbones.text import word_piece_vocabulary
+
+    keras.utils.set_random_seed(1)
+    directory = tmp_path_factory.mktemp("tiny_bert_preset")
+    vocabulary = word_piece_vocabulary(splits["train"], 200)
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *vocabulary[2:]]
+    keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True).save_to_preset(str(directory))
+    keras_hub.models.BertBackbone(vocabulary_size=len(vocabulary), num_layers=1, num_heads=2, hidden_dim=16,
+                                  intermediate_dim=32, max_sequence_length=32).save_to_preset(str(directory))
+    return directory
+
+
+def small_run(tmp_path, wordnet_dir, **settings):
+    from mssl_tf.training import TrainConfig, train
+
+    config = TrainConfig(**{"dataset": "wordnet", "data_dir": wordnet_dir, "ways": 5, "shots": 2, "queries": 2,
+                            "steps": 3, "steps_per_epoch": 3, "validate_episodes": 10, "output": str(tmp_path),
+                            **settings})
+    return train(config)
+
+
+def test_init_from_a_keras_hub_preset_meta_trains_the_pretrained_encoder(tiny_bert_preset, wordnet_dir, tmp_path):
+    from mssl_tf.backbones.text import PretrainedTextEncoder
+    from mssl_tf.export import export_model
+    from mssl_tf.training import load_trained
+
+    pretrained = keras_hub.models.BertBackbone.from_preset(str(tiny_bert_preset))
+    summary = small_run(tmp_path / "run", wordnet_dir, method="protonet", init_from=str(tiny_bert_preset),
+                        backbone_options={"sequence_length": 24})
+    assert summary["init_from"]["keras_hub_preset"] and summary["labels_used"]
+    model, _ = load_trained(tmp_path / "run")
+    encoder = model.backbone
+    assert isinstance(encoder, PretrainedTextEncoder) and encoder.sequence_length == 24
+    shapes = [tuple(weight.shape) for weight in encoder.encoder.weights]
+    assert shapes == [tuple(weight.shape) for weight in pretrained.weights]
+    moved = [not np.allclose(a, b) for a, b in zip(encoder.encoder.get_weights(), pretrained.get_weights())]
+    assert any(moved)  # meta-trained on top of the preset, not a copy of it
+    sentences = tf.constant(["a katemi thing", "another sentence"])
+    path = export_model(model, tmp_path / "export", "bert")
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](sentences=sentences)["embeddings"]
+    np.testing.assert_allclose(served, tf.math.l2_normalize(model(sentences), axis=-1), atol=1e-5)
+
+
+def test_init_from_a_text_run_keeps_its_vocabulary(wordnet_dir, tmp_path):
+    small_run(tmp_path / "simcse", wordnet_dir, method="simcse", split="unlabeled", batch_size=16,
+              backbone="transformer", backbone_options={"vocabulary_size": 120, "embedding_dim": 16, "num_layers": 1,
+                                                        "num_heads": 2, "intermediate_dim": 32})
+    from mssl_tf.training import load_trained
+    from mssl_tf.training.config import TrainConfig
+    from mssl_tf.training.model import build_model
+
+    source, _ = load_trained(tmp_path / "simcse")
+    config = TrainConfig(method="protonet", backbone="transformer", dataset="wordnet", data_dir=wordnet_dir,
+                         init_from=str(tmp_path / "simcse"))
+    backbone = build_model(config).backbone
+    assert backbone.vocabulary == source.backbone.vocabulary  # not a vocabulary learned anew from the train split
+    for started, trained in zip(backbone.get_weights(), source.backbone.get_weights()):
+        np.testing.assert_array_equal(started, trained)

@@ -180,3 +180,85 @@ def bag_of_words(corpus=None, max_words=20000, name="bag_of_words"):
     vocabulary = [word for word, _ in sorted(documents.items(), key=lambda item: (-item[1], item[0]))[:max_words]]
     idf = [float(np.log(1.0 + len(sentences) / (1.0 + documents[word]))) for word in vocabulary]
     return BagOfWords(vocabulary, idf, name=name)
+
+
+# === keras-hub presets: meta-learning on top of pretrained models ===
+def is_keras_hub_preset(path) -> bool:
+    """Whether `path` is a keras-hub preset directory (`metadata.json` naming keras-hub, `config.json`)."""
+    import json
+    from pathlib import Path
+
+    directory = Path(str(path))
+    if not (directory.is_dir() and (directory / "metadata.json").is_file() and (directory / "config.json").is_file()):
+        return False
+    try:
+        return "keras_hub_version" in json.loads((directory / "metadata.json").read_text())
+    except ValueError:
+        return False
+
+
+@keras.saving.register_keras_serializable(package="mssl_tf")
+class PretrainedTextEncoder(keras.Model):
+    """A keras-hub text backbone with its own preprocessor (tokenizer, special tokens, padding): sentences → the
+    mean of its sequence output over the non-padding positions `[batch, hidden_dim]`.
+
+    Saved whole (the preprocessor's vocabulary among the `.keras` assets), so a trained model does not need the
+    preset directory it started from.
+
+    Args:
+        preprocessor: a keras-hub `TextClassifierPreprocessor` (e.g. `BertTextClassifierPreprocessor`).
+        encoder: the keras-hub `Backbone` it feeds.
+        preset: where it was loaded from (provenance only).
+    """
+
+    TAKES_TEXT = True
+
+    def __init__(self, preprocessor, encoder, preset="", **kwargs):
+        super().__init__(**kwargs)
+        self.preprocessor, self.encoder, self.preset = preprocessor, encoder, str(preset)
+        self.built = True
+
+    @classmethod
+    def from_preset(cls, directory, sequence_length: int = 64, name: str = "pretrained_text_encoder"):
+        """The encoder of a local keras-hub preset directory (nothing is downloaded)."""
+        hub = keras_hub()
+        if not is_keras_hub_preset(directory):
+            raise ValueError(f"{directory} is not a keras-hub preset directory (metadata.json and config.json, as "
+                             "written by save_to_preset or a downloaded preset)")
+        preprocessor = hub.models.TextClassifierPreprocessor.from_preset(str(directory),
+                                                                         sequence_length=int(sequence_length))
+        encoder = hub.models.Backbone.from_preset(str(directory))
+        return cls(preprocessor, encoder, str(directory), name=name)
+
+    @property
+    def sequence_length(self) -> int:
+        return int(self.preprocessor.sequence_length)
+
+    @property
+    def output_shape(self):
+        return (None, int(self.encoder.hidden_dim))
+
+    @property
+    def tokenizer_description(self) -> str:
+        return (f"{type(self.preprocessor).__name__} of the keras-hub preset {self.preset}, "
+                f"{self.sequence_length} tokens")
+
+    def call(self, sentences, training=False):
+        inputs = self.preprocessor(tf.reshape(sentences, [-1]))
+        outputs = self.encoder(inputs, training=training)
+        sequence = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
+        weights = tf.cast(inputs["padding_mask"], sequence.dtype)[..., tf.newaxis]
+        return tf.reduce_sum(sequence * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+
+    def get_config(self):
+        return {"preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
+                "encoder": keras.saving.serialize_keras_object(self.encoder), "preset": self.preset,
+                "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        keras_hub()  # registers keras-hub's classes
+        config = dict(config)
+        config["preprocessor"] = keras.saving.deserialize_keras_object(config["preprocessor"])
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)

@@ -12,7 +12,7 @@ def load_model_reference(reference: str):
     """A zoo entry name or a training output (directory or .keras file) → (model, provenance dict, default name,
     input spec)."""
     from mssl_tf import zoo
-    from mssl_tf.input_spec import for_dataset, of_card
+    from mssl_tf.input_spec import for_dataset, of_card, of_text_encoder
 
     if reference in zoo.available():
         card = zoo.read_card(reference)
@@ -27,18 +27,23 @@ def load_model_reference(reference: str):
     path = Path(reference)
     name = (path if path.is_dir() else path.parent).name
     config = summary.get("config", {})
-    spec = for_dataset(config.get("dataset", "omniglot"), getattr(model, "backbone", model).input_shape[1:])
+    encoder = getattr(model, "backbone", model)
+    if getattr(encoder, "TAKES_TEXT", False):
+        spec = of_text_encoder(encoder)
+    else:
+        spec = for_dataset(config.get("dataset", "omniglot"), encoder.input_shape[1:])
     return model, {"source_path": str(path.resolve()), "training_command": config.get("command", "")}, name, spec
 
 
 def export_command(args) -> int:
-    from mssl_tf.export import SIGNATURES, export_model
+    from mssl_tf.export import export_model, read_metadata
 
     model, provenance, default_name, spec = load_model_reference(args.model)
     path = export_model(model, args.base_dir, args.name or default_name, args.version, warmup=not args.no_warmup,
                         overwrite=args.overwrite, provenance=provenance, spec=spec)
-    print(f"exported {args.model} → {path} (input {'x'.join(map(str, spec.shape))} {spec.kind}; signatures: "
-          f"{', '.join(SIGNATURES)})")
+    shape = "sentences" if spec.kind == "text" else f"{'x'.join(map(str, spec.shape))} {spec.kind}"
+    print(f"exported {args.model} → {path} (input {shape}; signatures: "
+          f"{', '.join(read_metadata(path)['signatures'])})")
     return 0
 
 

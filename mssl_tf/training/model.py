@@ -7,6 +7,7 @@ import keras
 
 from mssl_tf import distribute
 from mssl_tf.backbones import IMAGE_BACKBONES, TEXT_BACKBONES, build_backbone, is_text_backbone
+from mssl_tf.backbones.text import PretrainedTextEncoder, is_keras_hub_preset
 from mssl_tf.data.modality import is_text
 from mssl_tf.methods import build_method, method_class
 from mssl_tf.training.artifacts import load_trained
@@ -38,8 +39,25 @@ def image_shape(class_images) -> tuple[int, int, int]:
 
 def build_backbone_for(config: TrainConfig, class_images, train_images=None) -> keras.Model:
     """The run's backbone: an image backbone built for the shape of `class_images`, or a text backbone built from
-    the training split's sentences (its vocabulary); `config.backbone_options` are its keyword arguments."""
+    the training split's sentences (its vocabulary), or the pretrained encoder of a keras-hub preset directory given
+    as `--init-from` (its architecture, vocabulary and weights); `config.backbone_options` are the builder's keyword
+    arguments (for a preset: `sequence_length`)."""
+    if config.init_from and is_keras_hub_preset(config.init_from):
+        if not is_text(class_images):
+            raise ValueError(f"--init-from {config.init_from} is a keras-hub text preset; --dataset {config.dataset} "
+                             "holds images")
+        return PretrainedTextEncoder.from_preset(config.init_from, **config.backbone_options)
     text_data, text_backbone = is_text(class_images), is_text_backbone(config.backbone)
+    if text_data and config.init_from:
+        # The source's whole text backbone: its vocabulary goes with its weights (a vocabulary learned anew from
+        # this run's corpus would give the same shapes and silently different tokens).
+        source = source_model(config.init_from).backbone
+        if not getattr(source, "TAKES_TEXT", False):
+            raise ValueError(f"--init-from {config.init_from} has an image backbone; --dataset {config.dataset} holds "
+                             "sentences")
+        backbone = type(source).from_config(source.get_config())
+        backbone.set_weights(source.get_weights())
+        return backbone
     if text_data != text_backbone:
         kind = sorted(TEXT_BACKBONES if text_data else IMAGE_BACKBONES)
         raise ValueError(f"--dataset {config.dataset} holds {'sentences' if text_data else 'images'}; --backbone "
@@ -70,12 +88,23 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(learning_rate)
 
 
-def initialize_backbone(model: keras.Model, path) -> None:
-    """Copies the backbone weights of the trained model at `path` into `model.backbone` (same architecture)."""
-    source, _ = load_trained(path)
+def source_model(path) -> keras.Model:
+    """The model `--init-from` names: a `mssl-tf train` output (directory or .keras file) or a zoo entry."""
+    from mssl_tf import zoo
+
+    source = zoo.load(path) if str(path) in zoo.available() else load_trained(path)[0]
     if not hasattr(source, "backbone"):
         raise ValueError(f"{path} holds a {type(source).__name__} without a backbone; --init-from needs a model "
-                         "trained by `mssl-tf train` (any method)")
+                         "trained by `mssl-tf train` (any method), a zoo entry or a keras-hub preset directory")
+    return source
+
+
+def initialize_backbone(model: keras.Model, path) -> None:
+    """Copies the backbone weights of a trained model (a `mssl-tf train` output, or a zoo entry's name) into
+    `model.backbone` (same architecture). A keras-hub preset directory was already the backbone it was built with."""
+    if is_keras_hub_preset(path):
+        return
+    source = source_model(path)
     target_shapes = [tuple(weight.shape) for weight in model.backbone.weights]
     source_shapes = [tuple(weight.shape) for weight in source.backbone.weights]
     if target_shapes != source_shapes:

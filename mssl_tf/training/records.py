@@ -51,11 +51,7 @@ def task_summary(config: TrainConfig) -> dict:
     recorded = {}
     for name, path in sources.items():
         if path:
-            source = source_summary(path)
-            recorded[name] = {"path": str(model_file(path)), "sha256": sha256(model_file(path)),
-                              "labels_used": source.get("labels_used"),
-                              "train_seconds": source.get("train_seconds"),
-                              "pretraining_seconds": pretraining_seconds(source)}
+            recorded[name] = source_record(path)
     seconds = clustering_seconds(config)
     labels_used = not is_unsupervised(config) or any(item["labels_used"] is not False for item in recorded.values())
     return {
@@ -66,6 +62,27 @@ def task_summary(config: TrainConfig) -> dict:
         **recorded,
         **({"clustering_seconds": seconds} if seconds is not None else {}),
     }
+
+
+def source_record(path) -> dict:
+    """What a run records about a model it starts from: a `mssl-tf train` output, a zoo entry or a keras-hub preset
+    directory (whose labels and training time are unknown here: `labels_used` None counts as used)."""
+    from mssl_tf import zoo
+    from mssl_tf.backbones.text import is_keras_hub_preset
+
+    if is_keras_hub_preset(path):
+        weights = Path(path) / "model.weights.h5"
+        return {"path": str(Path(path).resolve()), "keras_hub_preset": True,
+                "sha256": sha256(weights) if weights.is_file() else None, "labels_used": None,
+                "train_seconds": None, "pretraining_seconds": None}
+    if str(path) in zoo.available():
+        card = zoo.read_card(str(path))
+        return {"path": str(path), "zoo_entry": str(path), "sha256": card["weights"]["sha256"],
+                "labels_used": card.get("dataset", {}).get("labels_used"),
+                "train_seconds": card.get("training", {}).get("train_seconds"), "pretraining_seconds": None}
+    source = source_summary(path)
+    return {"path": str(model_file(path)), "sha256": sha256(model_file(path)), "labels_used": source.get("labels_used"),
+            "train_seconds": source.get("train_seconds"), "pretraining_seconds": pretraining_seconds(source)}
 
 
 def pretraining_seconds(summary: dict) -> float:
