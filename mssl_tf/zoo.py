@@ -129,6 +129,11 @@ def build(card: dict) -> keras.Model:
 
     from mssl_tf.input_spec import of_card
 
+    if card["backbone"].get("keras_config"):  # a text backbone: its vocabulary is part of its configuration
+        import mssl_tf.backbones.text  # noqa: F401  (registers the text backbone classes)
+
+        backbone = keras.saving.deserialize_keras_object(card["backbone"]["keras_config"])
+        return build_method(card["method"], backbone, **card["method_options"])
     backbone_config = {"input_shape": of_card(card).shape, **card["backbone"].get("config", {})}
     backbone = build_backbone(card["backbone"]["name"], **backbone_config)
     return build_method(card["method"], backbone, **card["method_options"])
@@ -148,6 +153,10 @@ def dataset_of(card: dict):
 
     spec = of_card(card)
     settings = card.get("dataset", {}).get("data", {}).get("settings", {})
+    if spec.kind == "text":
+        data = card.get("dataset", {}).get("data", {})
+        return card["dataset"]["name"], DatasetOptions(min_images=data.get("min_examples", 20),
+                                                       seed=data.get("seed", 0))
     return card.get("dataset", {}).get("name", "omniglot"), DatasetOptions(
         image_size=spec.height, channels=spec.channels, min_images=settings.get("min_images", 20),
         seed=settings.get("seed", 0))
@@ -192,10 +201,14 @@ PAPERS = {
                       "Rotations, ICLR 2018, arXiv:1803.07728",
     "memory": "after Santoro et al., Meta-Learning with Memory-Augmented Neural Networks, ICML 2016, and Miller et "
               "al., Key-Value Memory Networks for Directly Reading Documents, EMNLP 2016, arXiv:1606.03126",
+    "simcse": "Gao, Yao & Chen, SimCSE: Simple Contrastive Learning of Sentence Embeddings, EMNLP 2021, "
+              "arXiv:2104.08821",
     "hypernetwork": "after Qiao et al., Few-Shot Image Recognition by Predicting Parameters from Activations, "
                     "CVPR 2018, arXiv:1706.03466",
 }
 LICENSE = "Apache-2.0 (these weights, like the code); trained on Omniglot, MIT license (Lake et al. 2015)"
+TEXT_LICENSE = ("Apache-2.0 (these weights, like the code); trained on WordNet 3.0, WordNet 3.0 license (Princeton "
+                "University, permissive, https://wordnet.princeton.edu/license-and-commercial-use)")
 PREPROCESSING = {
     "input_shape": [28, 28, 1], "dtype": "float32", "range": [0.0, 1.0], "ink": 1.0, "background": 0.0,
     "from_drawings": "105x105 PNG → grayscale → Lanczos resize to 28x28 → 255 − value → divide by 255 "
@@ -220,7 +233,7 @@ def create_entry(
     """
     from mssl_tf.data.class_splits import split_label
     from mssl_tf.evaluation import EVALUATION_SEED
-    from mssl_tf.input_spec import for_dataset
+    from mssl_tf.input_spec import for_dataset, of_text_encoder
     from mssl_tf.training.artifacts import load_trained
 
     if not records:
@@ -229,7 +242,8 @@ def create_entry(
     model, summary = load_trained(run_dir)
     config = summary["config"]
     dataset = config.get("dataset", "omniglot")
-    spec = for_dataset(dataset, model.backbone.input_shape[1:])
+    text = bool(getattr(model.backbone, "TAKES_TEXT", False))
+    spec = of_text_encoder(model.backbone) if text else for_dataset(dataset, model.backbone.input_shape[1:])
     options = {key: value for key, value in model.get_config().items() if key not in (*MODEL_BASE_KEYS, "backbone")}
     for record in records:  # the options the metrics were measured with (e.g. MAML's evaluation inner steps)
         options.update({key: value for key, value in record.get("method_options", {}).items() if key in options})
@@ -241,9 +255,10 @@ def create_entry(
         "description": description,
         "method": config["method"],
         "method_options": options,
-        "backbone": {"name": config.get("backbone", "conv4"), "config": {}},
+        "backbone": {"name": config.get("backbone", "conv4"), "config": {},
+                     **({"keras_config": keras.saving.serialize_keras_object(model.backbone)} if text else {})},
         "input": spec.to_dict(),
-        **({"preprocessing": PREPROCESSING} if spec.kind == "drawings" else {}),
+        "preprocessing": PREPROCESSING if spec.kind == "drawings" else spec.to_dict(),
         "dataset": {"name": dataset, "train_split": split_label(dataset, config.get("split", "train")),
                     "labels_used": bool(summary.get("labels_used", True)),
                     **({"data": summary["data"]} if summary.get("data") else {})},
@@ -261,7 +276,7 @@ def create_entry(
         ],
         "weights": {"file": str(weights), "sha256": sha256_of(directory / weights),
                     "bytes": (directory / weights).stat().st_size},
-        "license": LICENSE if spec.kind == "drawings" else (
+        "license": LICENSE if spec.kind == "drawings" else TEXT_LICENSE if dataset == "wordnet" else (
             f"Apache-2.0 (these weights, like the code); trained on {dataset}: its images' own license applies"),
         "paper": PAPERS.get(config["method"], ""),
     }

@@ -321,3 +321,26 @@ def test_init_from_a_text_run_keeps_its_vocabulary(wordnet_dir, tmp_path):
     assert backbone.vocabulary == source.backbone.vocabulary  # not a vocabulary learned anew from the train split
     for started, trained in zip(backbone.get_weights(), source.backbone.get_weights()):
         np.testing.assert_array_equal(started, trained)
+
+
+def test_a_text_zoo_entry_loads_with_its_vocabulary_and_reproduces_its_metric(wordnet_dir, tmp_path):
+    from mssl_tf import zoo
+    from mssl_tf.data.episodes import EpisodeSpec as Spec
+    from mssl_tf.evaluation import evaluate
+    from mssl_tf.training import load_trained
+    from mssl_tf.training.evaluate import evaluate_and_record
+
+    small_run(tmp_path / "run", wordnet_dir, method="protonet", backbone="transformer",
+              backbone_options={"vocabulary_size": 120, "embedding_dim": 16, "num_layers": 1, "num_heads": 2,
+                                "intermediate_dim": 32})
+    records = evaluate_and_record(tmp_path / "run", [(5, 1)], episodes=40)
+    zoo.create_entry("tiny-text", tmp_path / "run", records, "a tiny text encoder", directory=tmp_path / "zoo")
+    card = zoo.read_card("tiny-text", tmp_path / "zoo")
+    assert card["input"]["kind"] == "text" and card["paper"] == zoo.PAPERS["protonet"]
+    loaded = zoo.load("tiny-text", tmp_path / "zoo")
+    trained, _ = load_trained(tmp_path / "run")
+    sentences = tf.constant(["a katemi thing", "unseen words"])
+    np.testing.assert_array_equal(loaded(sentences).numpy(), trained(sentences).numpy())
+    dataset, options = zoo.dataset_of(card)
+    texts = load_class_split(dataset, "test", wordnet_dir, options=options)
+    assert evaluate(loaded, texts, Spec(5, 1, 15), 40)["accuracy"] == card["metrics"][0]["accuracy"]
