@@ -26,6 +26,17 @@ ADAPT_CHOICES = ("all", "head")
 HEAD_CHOICES = ("per_class", "shared")
 
 
+def build_network(network: keras.Sequential, backbone, classifier=None) -> None:
+    """Builds the adapted network: from the backbone's input shape, or, for a text backbone (strings in, already
+    built), by building the classifier on its features and applying the layers in sequence."""
+    if getattr(backbone, "TAKES_TEXT", False):
+        if classifier is not None:
+            classifier.build((None, backbone.output_shape[-1]))
+        network.built = True
+        return
+    network.build((None, *backbone.input_shape[1:]))
+
+
 @keras.saving.register_keras_serializable(package="mssl_tf")
 class MAML(EpisodicModel):
     """Model-Agnostic Meta-Learning with a linear classifier on a backbone.
@@ -93,12 +104,12 @@ class MAML(EpisodicModel):
         if head == "per_class":
             self.classifier = keras.layers.Dense(self.ways, name="classifier")
             self.network = keras.Sequential([backbone, self.classifier], name="network")
-            self.network.build((None, *backbone.input_shape[1:]))
+            build_network(self.network, backbone, self.classifier)
             adapted_layers = [self.network if adapt == "all" else self.classifier]
         else:  # the network ends at the features; the task's replicated head is applied in `shared_head_logits`
             self.classifier = keras.layers.Dense(1, name="classifier")
             self.network = keras.Sequential([backbone], name="network")
-            self.network.build((None, *backbone.input_shape[1:]))
+            build_network(self.network, backbone)
             self.classifier.build((None, backbone.output_shape[-1]))
             adapted_layers = [self.network, self.classifier] if adapt == "all" else [self.classifier]
         self.batched = self.task_batching and task_batched.supports(self.network)
@@ -164,6 +175,7 @@ class MAML(EpisodicModel):
                 loss = self.inner_loss(fast, fast_weights, images, labels, logits_fn)
             gradients = tape.gradient(loss, [fast[path] for path in paths])
             for index, (path, gradient) in enumerate(zip(paths, gradients)):
+                gradient = tf.convert_to_tensor(gradient)  # an embedding table's gradient comes as IndexedSlices
                 if first_order:
                     gradient = tf.stop_gradient(gradient)
                 rate = self.inner_learning_rates[index] if self.inner_learning_rates else self.inner_learning_rate
