@@ -344,3 +344,42 @@ def test_a_text_zoo_entry_loads_with_its_vocabulary_and_reproduces_its_metric(wo
     dataset, options = zoo.dataset_of(card)
     texts = load_class_split(dataset, "test", wordnet_dir, options=options)
     assert evaluate(loaded, texts, Spec(5, 1, 15), 40)["accuracy"] == card["metrics"][0]["accuracy"]
+
+
+# === The transformer inside an inner loop: second-order MAML, exact ===
+def test_maml_meta_gradient_through_the_text_transformer_matches_central_differences(float64):
+    """Second-order MAML, two inner steps, through a tiny transformer (attention, layer norm, feed-forward, the
+    embedding lookup and the masked mean; float64, dropout off): every weight's meta-gradient against central
+    differences of the meta-loss (the rule for every backbone used inside an inner loop)."""
+    from tests.conftest import central_differences
+
+    from mssl_tf.backbones.text import TextTransformer
+
+    keras.utils.set_random_seed(5)
+    vocabulary = ["[PAD]", "[UNK]", "a", "b", "c", "d", "e", "f"]
+    encoder = TextTransformer(vocabulary, sequence_length=5, embedding_dim=4, num_layers=1, num_heads=2,
+                              intermediate_dim=6, dropout=0.0)
+    model = build_method("maml", encoder, ways=2, inner_steps=2, inner_learning_rate=0.5, task_batching=False)
+    assert model.network.trainable_variables[0].dtype == "float64"
+    batch = {"support_images": tf.constant([["a b", "c d e", "a", "f e d"]] * 2),
+             "support_labels": tf.constant([[0, 1, 0, 1]] * 2),
+             "query_images": tf.constant([["b a", "d c", "a a b", "e"], ["c", "a b c d", "b", "f"]]),
+             "query_labels": tf.constant([[0, 1, 0, 1], [1, 0, 0, 1]])}
+    meta_loss = tf.function(lambda: tf.reduce_mean(model.meta_batch_learn(batch, training=True)[0]))
+    with tf.GradientTape() as tape:
+        loss = meta_loss()
+    analytic = np.concatenate([tf.reshape(tf.convert_to_tensor(gradient), [-1]).numpy()
+                               for gradient in tape.gradient(loss, model.trainable_variables)])
+    numeric = central_differences(meta_loss, model.trainable_variables, 1e-6)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
+    assert np.abs(numeric).max() > 1e-3
+
+
+def test_second_order_maml_refuses_keras_layer_norm_and_says_what_works(tiny_bert_preset):
+    from mssl_tf.backbones.text import PretrainedTextEncoder
+
+    encoder = PretrainedTextEncoder.from_preset(tiny_bert_preset, sequence_length=8)
+    with pytest.raises(ValueError, match="wrong second derivative.*first_order=True"):
+        build_method("maml", encoder, ways=5)
+    for name in ("fomaml", "anil"):  # the inner gradient treated as constant, or the head alone adapted: exact
+        build_method(name, encoder, ways=5)

@@ -2,8 +2,10 @@
 
 - `text_transformer`: a WordPiece vocabulary learned from the training corpus (keras-hub's
   `compute_word_piece_vocabulary`), keras-hub's `WordPieceTokenizer` (lowercased, accents stripped, cut or padded
-  to `sequence_length`), `TokenAndPositionEmbedding`, `num_layers` `TransformerEncoder` blocks with the padding
-  mask, then the mean of the non-padding positions. Dropout (attention and feed-forward) is SimCSE's noise.
+  to `sequence_length`) and `TokenAndPositionEmbedding`, `num_layers` post-norm encoder blocks with the padding mask
+  (`TransformerBlock`: keras-hub's `TransformerEncoder` computed the same way, but with `ExactLayerNormalization`,
+  because Keras' layer norm has a wrong second derivative and MAML differentiates through it twice), then the mean
+  of the non-padding positions. Dropout (attention and feed-forward) is SimCSE's noise.
 - `bag_of_words`: TF-IDF of lowercased words, L2-normalized: the floor every learned text encoder must beat.
 
 Both take strings as they come (`model(tf.constant(["a sentence"]))`), so the exported SavedModel takes sentences
@@ -19,6 +21,8 @@ from collections import Counter
 import keras
 import numpy as np
 import tensorflow as tf
+
+from mssl_tf.backbones.layer_norm import ExactLayerNormalization
 
 TEXT_EXTRA_HINT = "text backbones need keras-hub and tensorflow-text: pip install 'mssl-tf[text]'"
 RESERVED_TOKENS = ("[PAD]", "[UNK]")  # [PAD] must be id 0: the padding mask is `token_ids != 0`
@@ -53,6 +57,49 @@ def word_piece_vocabulary(corpus, vocabulary_size: int = 8000) -> list[str]:
 
 
 @keras.saving.register_keras_serializable(package="mssl_tf")
+class TransformerBlock(keras.layers.Layer):
+    """A post-norm transformer encoder block, as keras-hub's `TransformerEncoder` (its defaults: ReLU, epsilon
+    1e-5, Glorot-uniform kernels): x ← LN(x + Dropout(MHA(x, x))), x ← LN(x + Dropout(W₂ relu(W₁ x))), with
+    `ExactLayerNormalization` and keys masked by `padding_mask`."""
+
+    def __init__(self, intermediate_dim, num_heads, dropout=0.0, layer_norm_epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.intermediate_dim, self.num_heads = int(intermediate_dim), int(num_heads)
+        self.dropout, self.layer_norm_epsilon = float(dropout), float(layer_norm_epsilon)
+
+    def build(self, input_shape):
+        width = int(input_shape[-1])
+        if width % self.num_heads:
+            raise ValueError(f"the embedding width {width} must divide into {self.num_heads} heads")
+        self.attention = keras.layers.MultiHeadAttention(self.num_heads, width // self.num_heads,
+                                                         dropout=self.dropout, name="self_attention")
+        self.attention.build(input_shape, input_shape)
+        self.attention_norm = ExactLayerNormalization(epsilon=self.layer_norm_epsilon, name="self_attention_norm")
+        self.attention_norm.build(input_shape)
+        self.intermediate = keras.layers.Dense(self.intermediate_dim, activation="relu", name="intermediate")
+        self.intermediate.build(input_shape)
+        self.output_dense = keras.layers.Dense(width, name="output")
+        self.output_dense.build((*input_shape[:-1], self.intermediate_dim))
+        self.feedforward_norm = ExactLayerNormalization(epsilon=self.layer_norm_epsilon, name="feedforward_norm")
+        self.feedforward_norm.build(input_shape)
+        self.dropout_layer = keras.layers.Dropout(self.dropout)
+        self.built = True
+
+    def call(self, inputs, padding_mask=None, training=False):
+        mask = None
+        if padding_mask is not None:
+            mask = tf.tile(tf.cast(padding_mask, tf.bool)[:, tf.newaxis, :], [1, tf.shape(inputs)[1], 1])
+        attended = self.attention(inputs, inputs, attention_mask=mask, training=training)
+        hidden = self.attention_norm(inputs + self.dropout_layer(attended, training=training))
+        transformed = self.output_dense(self.intermediate(hidden))
+        return self.feedforward_norm(hidden + self.dropout_layer(transformed, training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "intermediate_dim": self.intermediate_dim, "num_heads": self.num_heads,
+                "dropout": self.dropout, "layer_norm_epsilon": self.layer_norm_epsilon}
+
+
+@keras.saving.register_keras_serializable(package="mssl_tf")
 class TextTransformer(keras.Model):
     """Sentences → mean-pooled Transformer features `[batch, embedding_dim]` (see the module docstring).
 
@@ -80,8 +127,8 @@ class TextTransformer(keras.Model):
             oov_token=RESERVED_TOKENS[1], name="tokenizer")
         self.embedding = hub.layers.TokenAndPositionEmbedding(
             len(self.vocabulary), self.sequence_length, self.embedding_dim, name="token_and_position_embedding")
-        self.blocks = [hub.layers.TransformerEncoder(self.intermediate_dim, self.num_heads, dropout=self.dropout,
-                                                     name=f"transformer_block_{index}")
+        self.blocks = [TransformerBlock(self.intermediate_dim, self.num_heads, dropout=self.dropout,
+                                        name=f"transformer_block_{index}")
                        for index in range(self.num_layers)]
         self.embedding.build((None, self.sequence_length))
         for block in self.blocks:

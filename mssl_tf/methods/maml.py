@@ -19,11 +19,23 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from mssl_tf.backbones.fused_batch_norm import FusedBatchNormalization
+from mssl_tf.backbones.layer_norm import ExactLayerNormalization
 from mssl_tf.methods.episodic import EpisodicModel, task_cross_entropy
 from mssl_tf.ops import task_batched
 
 ADAPT_CHOICES = ("all", "head")
 HEAD_CHOICES = ("per_class", "shared")
+
+
+def inexact_second_order_layers(model) -> list[str]:
+    """Layers whose second derivative TensorFlow gets wrong: Keras' own batch and layer normalization (their
+    `tf.nn.moments` centres by `stop_gradient(mean)`); ours (`FusedBatchNormalization`, `ExactLayerNormalization`)
+    are exact, each checked against central differences inside MAML."""
+    exact = (FusedBatchNormalization, ExactLayerNormalization)
+    return [layer.name for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.LayerNormalization))
+            and not isinstance(layer, exact)]
 
 
 def build_network(network: keras.Sequential, backbone, classifier=None) -> None:
@@ -100,6 +112,13 @@ class MAML(EpisodicModel):
         self.adapt = adapt
         self.task_batching = bool(task_batching)
         self.head = head
+        if not self.first_order and adapt == "all" and inexact_second_order_layers(backbone):
+            names = inexact_second_order_layers(backbone)
+            raise ValueError(
+                f"second-order adaptation through {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}: Keras' own "
+                "batch and layer normalization give a wrong second derivative (measured against central differences). "
+                "Use first_order=True (fomaml), adapt='head' (anil), or a backbone built with mssl_tf's "
+                "FusedBatchNormalization / ExactLayerNormalization (conv4, resnets, --backbone transformer)")
         # === Layers ===
         if head == "per_class":
             self.classifier = keras.layers.Dense(self.ways, name="classifier")
