@@ -234,6 +234,19 @@ def test_protonet_meta_trained_on_sentences_improves_on_unseen_classes(splits, p
     assert accuracy_after > accuracy_before + 0.05, (loss_before, loss_after, accuracy_before, accuracy_after)
 
 
+def plain_stub_embeddings(port, sentences):
+    """`serving_default` over gRPC with nothing but TF Serving's own stubs and TensorFlow's tensor protos."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "sentences"
+    request.inputs["sentences"].CopyFrom(tf.make_tensor_proto(sentences, dtype=tf.string))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+    return tf.make_ndarray(response.outputs["embeddings"])
+
+
 def test_served_sentences_score_what_eval_scores(splits, protonet, tmp_path):
     protonet, _ = protonet
     from mssl_tf.export import export_model, read_metadata
@@ -255,6 +268,7 @@ def test_served_sentences_score_what_eval_scores(splits, protonet, tmp_path):
             served = served_episode_accuracies(client, splits["test"], spec, episodes=20)
         with RestClient(f"http://127.0.0.1:{server.rest_port}", "sentences") as rest:
             np.testing.assert_allclose(rest.embed_sentences(sentences), expected, atol=1e-5)
+        np.testing.assert_allclose(plain_stub_embeddings(server.grpc_port, sentences), expected, atol=1e-5)
     np.testing.assert_array_equal(np.rint(served * 5), np.rint(in_process * 5))
 
 
