@@ -174,6 +174,11 @@ def test_image_data_refuse_a_text_backbone_and_text_data_an_image_one(wordnet_di
 
     with pytest.raises(ValueError, match="holds sentences; --backbone conv4 takes images"):
         build_model(TrainConfig(method="protonet", backbone="conv4", dataset="wordnet", data_dir=wordnet_dir))
+    from mssl_tf.training.config import check
+
+    with pytest.raises(ValueError, match="pass --views text"):
+        check(TrainConfig(method="protonet", backbone="transformer", dataset="wordnet", tasks="augmentation"))
+    check(TrainConfig(method="protonet", backbone="transformer", dataset="wordnet", tasks="augmentation", views="text"))
 
 
 # === SimCSE ===

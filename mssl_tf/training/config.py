@@ -103,6 +103,11 @@ def check(config: TrainConfig) -> None:
     if is_unsupervised(config) and batches(config) != "episodes":
         raise ValueError(f"--tasks {config.tasks} makes episodes for episodic methods; {config.method} trains on "
                          "multi-view batches of the unlabeled images already (drop --tasks)")
+    if (config.tasks in ("augmentation", "mixture") and is_text_dataset(config.dataset)
+            and view_preset(config) == DEFAULT_TEXT_PRESET):
+        raise ValueError(f"--tasks {config.tasks} on sentences makes a class of views of one sentence; the default "
+                         f"text views ({DEFAULT_TEXT_PRESET}) are the sentence itself: pass --views text (word "
+                         "deletion and span crops)")
     if config.tasks == "clusters" and not config.cluster_encoder:
         raise ValueError("--tasks clusters needs --cluster-encoder PATH (a trained model whose embeddings are "
                          "clustered)")
