@@ -74,17 +74,8 @@ FIXED_WIDTH_RUNS="fomaml-conv4-omniglot-supervised-10min metasgd-conv4-omniglot-
   anil-conv4-omniglot-supervised-10min reptile-conv4-omniglot-supervised-10min imaml-conv4-omniglot-supervised-10min
   maml-shared-head-conv4-omniglot-supervised-10min anil-shared-head-conv4-omniglot-supervised-10min"
 MATCHING_SCALES="1 10 30"
-load() { cut -d' ' -f1-3 /proc/loadavg; }
+source benchmarks/table_runs.sh  # load, train
 is_fixed_width() { local run; for run in $FIXED_WIDTH_RUNS; do [ "$run" = "$1" ] && return 0; done; return 1; }
-
-train() {  # train NAME
-  local name=$1
-  [ -f $OUT/$name/model.keras ] && return
-  echo "=== train $name $(date -u +%T) load $(load)"
-  $M train $COMMON ${FLAGS[$name]} --output $OUT/$name --backup-dir $OUT/$name/backup > $OUT/$name.log 2>&1 \
-    || { echo "training failed: $OUT/$name.log"; return 1; }
-  echo "    $(grep '^trained' $OUT/$name.log) — finished $(date -u +%T) load $(load)"
-}
 
 validate() {  # validate NAME: accuracy after 1, 3, 5 and 10 inner steps on 600 validation episodes (5-way 1-shot)
   [ -f $RESULTS/$1-val_5w1s_adaptation.json ] || $M eval $OUT/$1 --split val --settings 5w1s --episodes 600 \

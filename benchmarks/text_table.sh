@@ -32,16 +32,7 @@ declare -A FLAGS=(
 ORDER="bag-of-words-wordnet-untrained random-transformer-wordnet-untrained simcse-transformer-wordnet-unsupervised-10min
   protonet-transformer-wordnet-supervised-10min simcse-then-protonet-transformer-wordnet-10min
   protonet-augmentation-tasks-transformer-wordnet-unsupervised-10min"
-load() { cut -d' ' -f1-3 /proc/loadavg; }
-
-train() {  # train NAME
-  local name=$1
-  [ -f $OUT/$name/model.keras ] && return
-  echo "=== train $name $(date -u +%T) load $(load)"
-  $M train $COMMON ${FLAGS[$name]} --output $OUT/$name --backup-dir $OUT/$name/backup > $OUT/$name.log 2>&1 \
-    || { echo "training failed: $OUT/$name.log"; return 1; }
-  echo "    $(grep '^trained' $OUT/$name.log) — finished $(date -u +%T) load $(load)"
-}
+source benchmarks/table_runs.sh  # load, train
 
 test_row() {  # test_row NAME: 600 test episodes, 5-way 1-shot and 5-shot
   local name=$1 setting
