@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mssl_tf.backbones import BACKBONES, build_backbone
+from mssl_tf.backbones import IMAGE_BACKBONES, build_backbone
 
 IMAGE_SIZE = 32  # not Omniglot's 28; the smallest size every registered backbone takes (ResNet-50's minimum)
 CLASSES, IMAGES_PER_CLASS = 10, 6  # partitioned 6 / 2 / 2 (train / val / test)
@@ -44,9 +44,9 @@ def folder(tmp_path_factory) -> Path:
 
 
 def backbone_params():
-    assert SLOW_BACKBONES <= set(BACKBONES), "SLOW_BACKBONES names a backbone that is no longer registered"
+    assert SLOW_BACKBONES <= set(IMAGE_BACKBONES), "SLOW_BACKBONES names a backbone that is no longer registered"
     return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_BACKBONES else name
-            for name in sorted(BACKBONES)]
+            for name in sorted(IMAGE_BACKBONES)]
 
 
 @pytest.mark.parametrize("backbone", backbone_params())
@@ -83,7 +83,7 @@ def test_every_backbone_trains_and_evaluates_from_the_command_line(backbone, fol
     print(f"{backbone}: train + eval in {time.perf_counter() - start:.1f} s")
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("backbone", sorted(IMAGE_BACKBONES))
 def test_a_too_small_image_is_refused_by_name(backbone):
     """At 8x8 a backbone either builds (and gives one finite feature vector per image) or says which size it
     needs; an anonymous error from deep inside Keras (a pooling layer's "output size would be zero") fails."""

@@ -41,6 +41,14 @@ SLOW_BLOCKS = {'build_method("maml"': "a second-order MAML step is traced and ru
 
 # Shell commands (whitespace collapsed, comments dropped) → why they are not run here and which test runs them.
 NOT_RUN_HERE = {
+    "mssl-tf train --dataset wordnet --split unlabeled --backbone transformer --method simcse --batch-size 128 --minutes 10 --steps 1000000 --output runs/simcse":
+        "needs WordNet 3.0 (Debian) and trains for minutes; the same commands on a WordNet-format fixture: tests/test_text.py::test_the_readme_text_commands_on_the_fixture",
+    "mssl-tf train --dataset wordnet --backbone transformer --method protonet --ways 20 --shots 5 --queries 5 --init-from runs/simcse --minutes 10 --steps 1000000 --output runs/simcse-protonet":
+        "needs WordNet 3.0 (Debian) and trains for minutes; the same commands on a WordNet-format fixture: tests/test_text.py::test_the_readme_text_commands_on_the_fixture",
+    "mssl-tf eval runs/simcse-protonet --settings 5w1s,5w5s":
+        "needs WordNet 3.0 (Debian) and trains for minutes; the same commands on a WordNet-format fixture: tests/test_text.py::test_the_readme_text_commands_on_the_fixture",
+    "mssl-tf export runs/simcse-protonet --base-dir export && mssl-tf serve --model_name simcse-protonet --model_base_path export/simcse-protonet":
+        "needs WordNet 3.0 (Debian) and trains for minutes; the same commands on a WordNet-format fixture: tests/test_text.py::test_the_readme_text_commands_on_the_fixture",
     'python3 -m venv .venv && .venv/bin/pip install -e ".[serving]" && .venv/bin/mssl-tf pipeline':
         "installs the package (network, minutes); the pipeline it ends with is run by "
         "tests/test_cli.py::test_pipeline_loads_exports_serves_and_queries, the installed package by "

@@ -402,3 +402,25 @@ def test_second_order_maml_refuses_keras_layer_norm_and_says_what_works(tiny_ber
         build_method("maml", encoder, ways=5)
     for name in ("fomaml", "anil"):  # the inner gradient treated as constant, or the head alone adapted: exact
         build_method(name, encoder, ways=5)
+
+
+def test_the_readme_text_commands_on_the_fixture(wordnet_dir, tmp_path, capsys):
+    """README's text commands with the fixture and a few steps: SimCSE on `unlabeled`, ProtoNet from it, eval,
+    export (the serving of such an export: test_served_sentences_score_what_eval_scores)."""
+    from mssl_tf import cli
+    from mssl_tf.export import read_metadata
+
+    small = ["--data-dir", wordnet_dir, "--steps", "2", "--steps-per-epoch", "2", "--validate-episodes", "5",
+             "--backbone-option", "embedding_dim=16", "--backbone-option", "num_layers=1",
+             "--backbone-option", "intermediate_dim=32", "--backbone-option", "vocabulary_size=150"]
+    simcse, protonet = tmp_path / "simcse", tmp_path / "simcse-protonet"
+    assert cli.main(["train", "--dataset", "wordnet", "--split", "unlabeled", "--backbone", "transformer", "--method",
+                     "simcse", "--batch-size", "16", *small, "--output", str(simcse)]) == 0
+    assert cli.main(["train", "--dataset", "wordnet", "--backbone", "transformer", "--method", "protonet", "--ways",
+                     "5", "--shots", "2", "--queries", "2", "--init-from", str(simcse), *small,
+                     "--output", str(protonet)]) == 0
+    assert cli.main(["eval", str(protonet), "--settings", "5w1s", "--episodes", "10"]) == 0
+    assert "5-way 1-shot" in capsys.readouterr().out
+    assert cli.main(["export", str(protonet), "--base-dir", str(tmp_path / "export")]) == 0
+    assert "signatures: serving_default, few_shot" in capsys.readouterr().out
+    assert read_metadata(tmp_path / "export" / "simcse-protonet" / "1")["input"]["kind"] == "text"
