@@ -137,7 +137,7 @@ EOF
 
 test_snapshots() {  # test_snapshots NAME: every kept snapshot on the test settings (the accuracy-against-time curve)
   local name=$1 snapshot mark setting
-  for snapshot in $OUT/$name/snapshots/*min; do
+  for snapshot in $(ls -d $OUT/$name/snapshots/*min | sort -V); do  # ls: `set -f` turns globbing off
     mark=$(basename $snapshot)
     echo "=== test $name at $mark $(date -u +%T) load $(load)"
     for setting in 5w1s 5w5s 20w1s 20w5s; do
