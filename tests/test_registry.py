@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import mssl_tf
-from mssl_tf.backbones import BACKBONES, build_backbone
+from mssl_tf.backbones import IMAGE_BACKBONES, build_backbone
 from mssl_tf.data import EpisodeSpec, episode_dataset
 from mssl_tf.methods import METHODS, SSL_METHODS, build_method
 from mssl_tf.training import load_trained
@@ -113,8 +113,8 @@ ROUND_TRIPPED_ELSEWHERE = {"resnet50"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in ROUND_TRIPPED_ELSEWHERE
-                                  else name for name in sorted(BACKBONES)])
-def test_backbone_round_trip(name, tmp_path):
+                                  else name for name in sorted(IMAGE_BACKBONES)])
+def test_backbone_round_trip(name, tmp_path):  # text backbones: tests/test_text.py
     backbone = build_backbone(name)
     images = tf.random.uniform([3, *backbone.input_shape[1:]], seed=2)
     backbone.save(tmp_path / "backbone.keras")

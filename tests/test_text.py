@@ -342,6 +342,7 @@ def test_init_from_a_text_run_keeps_its_vocabulary(wordnet_dir, tmp_path):
         np.testing.assert_array_equal(started, trained)
 
 
+@pytest.mark.slow  # 20 s: the default suite stays under 10 minutes
 def test_a_text_zoo_entry_loads_with_its_vocabulary_and_reproduces_its_metric(wordnet_dir, tmp_path):
     from mssl_tf import zoo
     from mssl_tf.data.episodes import EpisodeSpec as Spec
@@ -404,6 +405,7 @@ def test_second_order_maml_refuses_keras_layer_norm_and_says_what_works(tiny_ber
         build_method(name, encoder, ways=5)
 
 
+@pytest.mark.slow  # 20 s: the default suite stays under 10 minutes
 def test_the_readme_text_commands_on_the_fixture(wordnet_dir, tmp_path, capsys):
     """README's text commands with the fixture and a few steps: SimCSE on `unlabeled`, ProtoNet from it, eval,
     export (the serving of such an export: test_served_sentences_score_what_eval_scores)."""
