@@ -17,6 +17,7 @@ PEERS = Path(__file__).resolve().parents[1] / "benchmarks" / "peers"
 PEER_PYTHON = PEERS / ".venv" / "bin" / "python"
 sys.path.insert(0, str(PEERS))
 import compare  # noqa: E402
+import cost_growth  # noqa: E402
 
 
 def run(step_seconds, first=10.0, rss=500.0):
@@ -81,6 +82,28 @@ def test_the_torch_func_stand_in_is_timed_with_or_without_learn2learn():
 
     assert maml_peers(True) == ["maml_learn2learn", "maml_torch_func"]
     assert maml_peers(False) == ["maml_torch_func"]
+
+
+def test_cost_growth_varies_one_factor_at_a_time_around_the_issue_task():
+    chosen = cost_growth.points({"inner_steps": (1, 5), "ways": (5, 60)}, cost_growth.BASE)
+    assert [(factor, shape[factor]) for factor, shape in chosen] == [
+        ("inner_steps", 1), ("inner_steps", 5), ("ways", 5), ("ways", 60)]
+    for factor, shape in chosen:
+        assert {name: value for name, value in shape.items() if name != factor} == {
+            name: value for name, value in cost_growth.BASE.items() if name != factor}
+    assert cost_growth.BASE == {"ways": 5, "shots": 1, "queries": 15, "meta_batch": 32, "inner_steps": 1}
+    arguments = cost_growth.shape_arguments(chosen[3][1])
+    assert arguments[arguments.index("--ways") + 1] == "60" and "--meta-batch" in arguments
+
+
+def test_cost_growth_ratio_is_learn2learn_seconds_over_ours():
+    point = cost_growth.summarize_point("ways", {**cost_growth.BASE, "ways": 20}, {
+        "ours/maml": {**run([2.0, 4.0, 3.0]), "max_rss_mb": 900.0},
+        "theirs/maml_learn2learn": {**run([6.0, 6.5, 5.5])}})
+    assert point["entrants"]["ours/maml"]["median_step_seconds"] == pytest.approx(3.0)
+    assert point["speedup_over_learn2learn"] == pytest.approx(2.0)
+    table = cost_growth.markdown_table({"points": [point]})
+    assert table.splitlines()[-1] == "| ways | 20 | 1 | 15 | 32 | 1 | 3.0 | 6.0 | 2.0 |"
 
 
 # === Same numbers on both sides (needs the peer venv) ===

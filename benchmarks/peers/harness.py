@@ -23,12 +23,25 @@ OUTER_LEARNING_RATE = 1e-3
 IMAGE_SHAPE = (28, 28, 1)
 
 
-def task_shapes(quick: bool) -> tuple[dict, dict, int]:
-    """(MAML episode, ProtoNet episode, SimCLR batch); `quick` shrinks them for a sanity run."""
+def task_shapes(quick: bool, maml_overrides: dict | None = None) -> tuple[dict, dict, int]:
+    """(MAML episode, ProtoNet episode, SimCLR batch); `quick` shrinks them for a sanity run, and
+    `maml_overrides` (ways, shots, queries, meta_batch: the cost-growth sweep) replace the MAML episode's values."""
     maml, protonet, batch_size = dict(MAML_EPISODE), dict(PROTONET_EPISODE), SIMCLR_BATCH
     if quick:
         maml["meta_batch"], protonet["ways"], batch_size = 2, 5, 16
+    maml.update({key: value for key, value in (maml_overrides or {}).items() if value is not None})
     return maml, protonet, batch_size
+
+
+def add_maml_shape_arguments(parser) -> None:
+    """`--ways`, `--shots`, `--queries`, `--meta-batch`: the MAML episode of a worker, defaults MAML_EPISODE's."""
+    for name in MAML_EPISODE:
+        parser.add_argument("--" + name.replace("_", "-"), type=int, dest=name,
+                            help=f"MAML episode's {name} (default {MAML_EPISODE[name]})")
+
+
+def maml_overrides(args) -> dict:
+    return {name: getattr(args, name) for name in MAML_EPISODE}
 
 
 THREAD_ENVIRONMENT = {name: str(THREADS) for name in (

@@ -1,6 +1,7 @@
 """Our side of the peers benchmark: one mssl-tf (or plain TF) training workload, timed, in this process.
 
     PYTHONPATH=. python benchmarks/peers/ours.py WORKLOAD [--inner-steps K] [--warmup W] [--steps N] [--quick]
+                                                          [--ways W] [--shots S] [--queries Q] [--meta-batch B]
 
 WORKLOAD is `maml` (mssl-tf's second-order MAML, its default grouped-convolution mode), `protonet` (mssl-tf's
 ProtoNet), `plain_tf_protonet` (`benchmarks/throughput.py`'s plain TF reference) or `simclr` (mssl-tf's
@@ -98,7 +99,7 @@ def simclr_step(batch_size):
 
 
 def build_step(args):
-    maml, protonet, batch_size = harness.task_shapes(args.quick)
+    maml, protonet, batch_size = harness.task_shapes(args.quick, harness.maml_overrides(args))
     if args.workload == "maml":
         return maml_step(args.inner_steps, **maml), {**maml, "inner_steps": args.inner_steps}
     if args.workload == "simclr":
@@ -114,6 +115,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--quick", action="store_true", help="smaller meta-batch, ways and batch (sanity run)")
+    harness.add_maml_shape_arguments(parser)
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(0)
     step, shapes = build_step(args)

@@ -2,6 +2,7 @@
 
     benchmarks/peers/.venv/bin/python benchmarks/peers/theirs.py WORKLOAD [--inner-steps K] [--warmup W]
                                                                  [--steps N] [--quick]
+                                                                 [--ways W] [--shots S] [--queries Q] [--meta-batch B]
     benchmarks/peers/.venv/bin/python benchmarks/peers/theirs.py --check IN.npz OUT.npz
 
 WORKLOAD is `maml_learn2learn` (`l2l.algorithms.MAML(model, lr, first_order=False)`, `clone`/`adapt` per task,
@@ -199,7 +200,7 @@ def simclr_step(batch_size):
 
 
 def build_step(args):
-    maml, protonet, batch_size = harness.task_shapes(args.quick)
+    maml, protonet, batch_size = harness.task_shapes(args.quick, harness.maml_overrides(args))
     if args.workload.startswith("maml"):
         return maml_step(args.workload, args.inner_steps, **maml), {**maml, "inner_steps": args.inner_steps}
     if args.workload == "simclr":
@@ -284,6 +285,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--quick", action="store_true", help="smaller meta-batch, ways and batch (sanity run)")
+    harness.add_maml_shape_arguments(parser)
     parser.add_argument("--check", nargs=2, metavar=("IN_NPZ", "OUT_NPZ"))
     args = parser.parse_args(argv)
     if args.check:
