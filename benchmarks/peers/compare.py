@@ -175,6 +175,7 @@ def learn2learn_status(peer_python: Path) -> str | None:
 
 
 def run(args) -> dict:
+    load_before = load_average()  # first: the probes below (torch imports) raise it themselves
     settings = {"warmup": args.warmup, "steps": args.steps, "quick": args.quick}
     peer_python = Path(args.peer_python)
     if not peer_python.exists():
@@ -185,7 +186,6 @@ def run(args) -> dict:
     from mssl_tf.results import current_commit
 
     commit = current_commit(REPOSITORY)  # at the start: the code that ran
-    load_before = load_average()
     if contended(load_before):
         print(f"warning: load average {load_before} before the run: the timings will not be fit to publish",
               flush=True)

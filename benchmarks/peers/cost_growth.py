@@ -104,14 +104,17 @@ def plot(record: dict, path: Path) -> bool:
         axis.set_ylabel("seconds per meta-iteration")
         axis.grid(alpha=0.3)
     axes[0][0].legend()
-    figure.suptitle("Second-order MAML, Conv-4, 2 CPU threads; others at 5-way 1-shot, 15 queries, meta-batch 32, "
-                    f"1 inner step (commit {record['commit']})", fontsize=9)
+    base = record["base_task"]
+    figure.suptitle(f"Second-order MAML, Conv-4, 2 CPU threads; the other factors at {base['ways']}-way "
+                    f"{base['shots']}-shot, {base['queries']} queries, meta-batch {base['meta_batch']}, "
+                    f"{base['inner_steps']} inner step (commit {record['commit'][:7]})", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     return True
 
 
 def run(args) -> dict:
+    load_before = compare.load_average()  # first: the learn2learn probe (torch import) raises it itself
     settings = {"warmup": args.warmup, "steps": args.steps, "quick": False}
     peer_python = Path(args.peer_python)
     peer_error = ("no peer venv (benchmarks/peers/make_venv.sh)" if not peer_python.exists()
@@ -120,7 +123,6 @@ def run(args) -> dict:
     from mssl_tf.results import current_commit
 
     commit = current_commit(compare.REPOSITORY)
-    load_before = compare.load_average()
     if compare.contended(load_before):
         print(f"warning: load average {load_before} before the run: the timings will not be fit to publish",
               flush=True)
