@@ -106,6 +106,17 @@ def test_cost_growth_ratio_is_learn2learn_seconds_over_ours():
     assert table.splitlines()[-1] == "| ways | 20 | 1 | 15 | 32 | 1 | 3.0 | 6.0 | 2.0 |"
 
 
+def test_cost_growth_records_a_point_that_ran_out_of_memory_and_gives_no_ratio():
+    killed = compare.WorkerFailed("worker exited with -9", -9, 23000.5)
+    point = cost_growth.summarize_point("ways", {**cost_growth.BASE, "ways": 60}, {
+        "ours/maml": {"failed": cost_growth.failure_reason(killed), "max_rss_mb": 23000.5},
+        "theirs/maml_learn2learn": run([9.0, 8.0, 10.0])})
+    assert "out of memory" in point["entrants"]["ours/maml"]["failed"]
+    assert "speedup_over_learn2learn" not in point
+    assert cost_growth.markdown_table({"points": [point]}).splitlines()[-1] == (
+        "| ways | 60 | 1 | 15 | 32 | 1 | out of memory | 9.0 |  |")
+
+
 # === Same numbers on both sides (needs the peer venv) ===
 needs_peer_venv = pytest.mark.skipif(
     not PEER_PYTHON.exists(),

@@ -88,6 +88,15 @@ def worker_environment() -> dict:
     return environment
 
 
+class WorkerFailed(RuntimeError):
+    """A worker exited without a result: `returncode` (-9: killed, e.g. by the kernel when memory ran out) and the
+    max RSS it reached."""
+
+    def __init__(self, message: str, returncode: int, max_rss_mb: float):
+        super().__init__(message)
+        self.returncode, self.max_rss_mb = returncode, max_rss_mb
+
+
 def run_worker(command: list[str]) -> dict:
     """Runs one worker to its end; its result plus the max RSS the kernel counted for it (`wait4`)."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -95,9 +104,11 @@ def run_worker(command: list[str]) -> dict:
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
+    max_rss_mb = round(usage.ru_maxrss / 1024, 1)
     if process.returncode != 0:
-        raise RuntimeError(f"{shlex.join(command)} exited with {process.returncode}:\n{output[-3000:]}")
-    return {**harness.parse_result(output), "max_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+        raise WorkerFailed(f"{shlex.join(command)} exited with {process.returncode}:\n{output[-3000:]}",
+                           process.returncode, max_rss_mb)
+    return {**harness.parse_result(output), "max_rss_mb": max_rss_mb}
 
 
 # === Summaries (pure: tested on fake timing tables) ===

@@ -51,18 +51,34 @@ def shape_arguments(shape: dict) -> list[str]:
             for argument in ("--" + name.replace("_", "-"), str(value))]
 
 
+def failure_reason(failure) -> str:
+    if failure.returncode == -9:
+        return f"killed (SIGKILL) at {failure.max_rss_mb} MB: out of memory (the machine has 24 GiB)"
+    return f"exited with {failure.returncode}: " + (str(failure).strip().splitlines() or [""])[-1][:300]
+
+
 def summarize_point(factor: str, shape: dict, results: dict[str, dict]) -> dict:
-    """One point: each entrant's median step and first step, and their ratio (theirs / ours: > 1, ours faster)."""
-    entrants = {label: {"median_step_seconds": round(statistics.median(result["step_seconds"]), 4),
-                        "step_seconds": [round(value, 4) for value in result["step_seconds"]],
-                        "first_step_seconds": round(result["first_step_seconds"], 2),
-                        "max_rss_mb": result["max_rss_mb"]}
+    """One point: each entrant's median step and first step (or why it failed), and the ratio (theirs / ours:
+    > 1, ours faster) when both ran."""
+    entrants = {label: result if "failed" in result else {
+                    "median_step_seconds": round(statistics.median(result["step_seconds"]), 4),
+                    "step_seconds": [round(value, 4) for value in result["step_seconds"]],
+                    "first_step_seconds": round(result["first_step_seconds"], 2),
+                    "max_rss_mb": result["max_rss_mb"]}
                 for label, result in results.items()}
     point = {"factor": factor, "shape": shape, "entrants": entrants}
     ours, theirs = entrants.get("ours/maml"), entrants.get("theirs/maml_learn2learn")
-    if ours and theirs:
+    if ours and theirs and "failed" not in ours and "failed" not in theirs:
         point["speedup_over_learn2learn"] = round(theirs["median_step_seconds"] / ours["median_step_seconds"], 3)
     return point
+
+
+def cell(entrant: dict | None) -> str:
+    if entrant is None:
+        return ""
+    if "failed" in entrant:
+        return "out of memory" if entrant["failed"].startswith("killed") else "failed"
+    return str(entrant["median_step_seconds"])
 
 
 def markdown_table(record: dict) -> str:
@@ -71,10 +87,9 @@ def markdown_table(record: dict) -> str:
              "learn2learn / mssl-tf |", "|---|---|---|---|---|---|---|---|---|"]
     for point in record["points"]:
         shape, entrants = point["shape"], point["entrants"]
-        theirs = entrants.get("theirs/maml_learn2learn", {}).get("median_step_seconds", "")
+        ours, theirs = (cell(entrants.get(label)) for label in ("ours/maml", "theirs/maml_learn2learn"))
         lines.append(f"| {point['factor']} | {shape['ways']} | {shape['shots']} | {shape['queries']} | "
-                     f"{shape['meta_batch']} | {shape['inner_steps']} | "
-                     f"{entrants['ours/maml']['median_step_seconds']} | {theirs} | "
+                     f"{shape['meta_batch']} | {shape['inner_steps']} | {ours} | {theirs} | "
                      f"{point.get('speedup_over_learn2learn', '')} |")
     return "\n".join(lines)
 
@@ -94,11 +109,11 @@ def plot(record: dict, path: Path) -> bool:
     for axis, factor in zip(axes[0], factors):
         chosen = [point for point in record["points"] if point["factor"] == factor]
         values = [point["shape"][factor] for point in chosen]
-        for label, name in (("ours/maml", "mssl-tf"), ("theirs/maml_learn2learn", "learn2learn")):
-            seconds = [point["entrants"][label]["median_step_seconds"] for point in chosen
-                       if label in point["entrants"]]
-            if len(seconds) == len(values):
-                axis.plot(values, seconds, marker="o", label=name)
+        for label, name, color in (("ours/maml", "mssl-tf", "C0"), ("theirs/maml_learn2learn", "learn2learn", "C1")):
+            measured = [(point["shape"][factor], point["entrants"][label]["median_step_seconds"])
+                        for point in chosen if "median_step_seconds" in point["entrants"].get(label, {})]
+            if measured:  # a point that failed (out of memory) is left out of its line
+                axis.plot(*zip(*measured), marker="o", label=name, color=color)
         axis.set_xlabel(factor.replace("_", " "))
         axis.set_xticks(values)
         axis.set_ylabel("seconds per meta-iteration")
@@ -132,10 +147,16 @@ def run(args) -> dict:
         results = {}
         for side, workload in (entrants if index % 2 == 0 else entrants[::-1]):
             command = compare.worker_command(side, workload, shape_arguments(shape), settings, peer_python)
-            result = compare.run_worker(command)
-            results[compare.entrant_label(side, workload)] = result
+            label = compare.entrant_label(side, workload)
+            try:
+                result = compare.run_worker(command)
+            except compare.WorkerFailed as failure:  # e.g. out of memory: recorded, and the sweep goes on
+                results[label] = {"failed": failure_reason(failure), "max_rss_mb": failure.max_rss_mb}
+                print(f"{factor}={shape[factor]} {label}: {results[label]['failed']}", flush=True)
+                continue
+            results[label] = result
             versions[side] = result["versions"]
-            print(f"{factor}={shape[factor]} {side}/{workload}: median step "
+            print(f"{factor}={shape[factor]} {label}: median step "
                   f"{statistics.median(result['step_seconds']):.3f} s, first {result['first_step_seconds']:.1f} s",
                   flush=True)
         measured.append(summarize_point(factor, shape, {label: results[label] for label in sorted(results)}))
