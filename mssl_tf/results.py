@@ -28,13 +28,17 @@ KIND_FIELDS = {
 
 
 def current_commit(repository: str | Path = ".") -> str:
-    """`HEAD`'s hash, with `-dirty` when the work tree has uncommitted changes; `unknown` outside git."""
+    """`HEAD`'s hash, with `-dirty` when the work tree has uncommitted changes; `unknown` outside git.
+
+    Changes under `benchmarks/results/` do not count: they are the records that benchmarks run one after another
+    in the same checkout write, not code."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repository, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repository, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"],
+            cwd=repository, capture_output=True, text=True,
         ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

@@ -70,3 +70,25 @@ def test_records_with_and_without_calibration_make_the_same_table(tmp_path):
     lines = results.render_table(list(read.values())).splitlines()
     assert sorted(lines[2:]) == ["| new | simclr | no | 10 min | 90.00 ± 0.50 |",
                                  "| old | simclr | no | 10 min | 90.00 ± 0.50 |"]
+
+
+def test_the_commit_is_dirty_for_code_changes_but_not_for_rewritten_records(tmp_path):
+    import subprocess
+
+    from mssl_tf.results import current_commit
+
+    def git(*arguments):
+        subprocess.run(["git", *arguments], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "benchmarks" / "results" / "record.json").write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    clean = current_commit(tmp_path)
+    assert len(clean) == 40
+    (tmp_path / "benchmarks" / "results" / "record.json").write_text('{"seconds": 1}\n')  # a benchmark's record
+    assert current_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert current_commit(tmp_path) == clean + "-dirty"

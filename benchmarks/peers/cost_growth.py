@@ -5,6 +5,8 @@ queries/class, meta-batch 32, 1 inner step, Conv-4), mssl-tf beside learn2learn 
     PYTHONPATH=. .venv/bin/python benchmarks/peers/cost_growth.py            # results/cost_growth.{json,png}
     PYTHONPATH=. .venv/bin/python benchmarks/peers/cost_growth.py --quick    # sanity run: runs/cost_growth-quick.json
     PYTHONPATH=. .venv/bin/python benchmarks/peers/cost_growth.py --plot-only benchmarks/results/cost_growth.json
+    PYTHONPATH=. .venv/bin/python benchmarks/peers/cost_growth.py --factors ways --tasks-per-pass 4 \
+        --output benchmarks/results/cost_growth_ways_4_tasks_per_pass.json   # ours with the meta-batch in groups
 
 Every point is a fresh subprocess of `ours.py maml` / `theirs.py maml_learn2learn` (compare.py's workers and
 their thread settings): the first step timed apart, `--warmup` steps untimed, the median of `--steps` timed ones.
@@ -54,6 +56,8 @@ def shape_arguments(shape: dict) -> list[str]:
 def failure_reason(failure) -> str:
     if failure.returncode == -9:
         return f"killed (SIGKILL) at {failure.max_rss_mb} MB: out of memory (the machine has 24 GiB)"
+    if failure.returncode == -11:
+        return f"crashed (SIGSEGV, no Python error) at {failure.max_rss_mb} MB"
     return f"exited with {failure.returncode}: " + (str(failure).strip().splitlines() or [""])[-1][:300]
 
 
@@ -77,7 +81,7 @@ def cell(entrant: dict | None) -> str:
     if entrant is None:
         return ""
     if "failed" in entrant:
-        return "out of memory" if entrant["failed"].startswith("killed") else "failed"
+        return {"killed": "out of memory", "crashed": "crashed (SIGSEGV)"}.get(entrant["failed"].split()[0], "failed")
     return str(entrant["median_step_seconds"])
 
 
@@ -109,7 +113,9 @@ def plot(record: dict, path: Path) -> bool:
     for axis, factor in zip(axes[0], factors):
         chosen = [point for point in record["points"] if point["factor"] == factor]
         values = [point["shape"][factor] for point in chosen]
-        for label, name, color in (("ours/maml", "mssl-tf", "C0"), ("theirs/maml_learn2learn", "learn2learn", "C1")):
+        grouped = record.get("ours_tasks_per_pass")
+        ours_name = f"mssl-tf, {grouped} tasks per pass" if isinstance(grouped, int) else "mssl-tf"
+        for label, name, color in (("ours/maml", ours_name, "C0"), ("theirs/maml_learn2learn", "learn2learn", "C1")):
             measured = [(point["shape"][factor], point["entrants"][label]["median_step_seconds"])
                         for point in chosen if "median_step_seconds" in point["entrants"].get(label, {})]
             if measured:  # a point that failed (out of memory) is left out of its line
@@ -143,10 +149,14 @@ def run(args) -> dict:
               flush=True)
     base = {**BASE, "meta_batch": 2} if args.quick else BASE
     measured, versions = [], {}
-    for index, (factor, shape) in enumerate(points(QUICK_SWEEPS if args.quick else SWEEPS, base)):
+    sweeps = QUICK_SWEEPS if args.quick else SWEEPS
+    sweeps = {factor: values for factor, values in sweeps.items() if not args.factors or factor in args.factors}
+    ours_arguments = ["--tasks-per-pass", str(args.tasks_per_pass)] if args.tasks_per_pass else []
+    for index, (factor, shape) in enumerate(points(sweeps, base)):
         results = {}
         for side, workload in (entrants if index % 2 == 0 else entrants[::-1]):
-            command = compare.worker_command(side, workload, shape_arguments(shape), settings, peer_python)
+            extra = shape_arguments(shape) + (ours_arguments if side == "ours" else [])
+            command = compare.worker_command(side, workload, extra, settings, peer_python)
             label = compare.entrant_label(side, workload)
             try:
                 result = compare.run_worker(command)
@@ -167,6 +177,7 @@ def run(args) -> dict:
         "cpu_model": compare.cpu_model(),
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
         "base_task": base,
+        "ours_tasks_per_pass": args.tasks_per_pass or "all tasks of the meta-batch in one pass (the default)",
         "method": "one subprocess per point and side (benchmarks/peers/ours.py maml, theirs.py maml_learn2learn), "
                   f"first step apart, {args.warmup} untimed, median of {args.steps} timed; the side that goes "
                   "first alternates between points; inputs fixed random tensors of the shapes",
@@ -188,6 +199,9 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=None,
                         help="default benchmarks/results/cost_growth.json (runs/cost_growth-quick.json with --quick)")
     parser.add_argument("--plot-only", metavar="JSON", help="redraw the PNG (beside the JSON) from a record")
+    parser.add_argument("--factors", nargs="*", choices=sorted(SWEEPS), help="sweeps to run (default: all)")
+    parser.add_argument("--tasks-per-pass", type=int, default=None,
+                        help="ours: the meta-batch's gradient this many tasks at a time (memory bound)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.plot_only:

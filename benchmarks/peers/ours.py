@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/peers/ours.py WORKLOAD [--inner-steps K] [--warmup W] [--steps N] [--quick]
                                                           [--ways W] [--shots S] [--queries Q] [--meta-batch B]
+                                                          [--tasks-per-pass T]
 
 WORKLOAD is `maml` (mssl-tf's second-order MAML, its default grouped-convolution mode), `protonet` (mssl-tf's
 ProtoNet), `plain_tf_protonet` (`benchmarks/throughput.py`'s plain TF reference) or `simclr` (mssl-tf's
@@ -53,10 +54,11 @@ def compiled_train_step(model, batch):
     return lambda: step(tensors)
 
 
-def maml_step(inner_steps, ways, shots, queries, meta_batch):
+def maml_step(inner_steps, ways, shots, queries, meta_batch, tasks_per_pass=None):
     rng = np.random.default_rng(0)
     model = mssl_tf.build_method("maml", mssl_tf.conv4(), ways=ways, inner_steps=inner_steps,
                                  inner_learning_rate=harness.INNER_LEARNING_RATE)
+    model.tasks_per_pass = tasks_per_pass  # `mssl-tf train --tasks-per-pass`: the meta-batch in groups
     model.compile(keras.optimizers.Adam(harness.OUTER_LEARNING_RATE))
     batch = {
         "support_images": random_images(rng, meta_batch, ways * shots),
@@ -101,7 +103,8 @@ def simclr_step(batch_size):
 def build_step(args):
     maml, protonet, batch_size = harness.task_shapes(args.quick, harness.maml_overrides(args))
     if args.workload == "maml":
-        return maml_step(args.inner_steps, **maml), {**maml, "inner_steps": args.inner_steps}
+        return (maml_step(args.inner_steps, **maml, tasks_per_pass=args.tasks_per_pass),
+                {**maml, "inner_steps": args.inner_steps, "tasks_per_pass": args.tasks_per_pass})
     if args.workload == "simclr":
         return simclr_step(batch_size), {"batch_size": batch_size, "views": 2}
     builder = protonet_step if args.workload == "protonet" else plain_tf_protonet_step
@@ -116,6 +119,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--quick", action="store_true", help="smaller meta-batch, ways and batch (sanity run)")
     harness.add_maml_shape_arguments(parser)
+    parser.add_argument("--tasks-per-pass", type=int, default=None, help="maml: the meta-batch's gradient this many "
+                        "tasks at a time (mssl-tf train --tasks-per-pass); default all at once")
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(0)
     step, shapes = build_step(args)

@@ -45,6 +45,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--meta-batch", type=int, default=1, help="tasks per optimizer step")
+    parser.add_argument("--tasks-per-pass", type=int, default=None,
+                        help="episodic methods: compute the meta-batch's gradient this many tasks at a time (same "
+                        "update, peak memory of that many tasks; must divide the meta-batch per replica)")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="methods trained on views: images per optimizer step")
     parser.add_argument("--views", choices=VIEW_CHOICES, default=None,
@@ -125,7 +128,8 @@ def train_config(args):
         channels=args.channels, min_images=args.min_images, data_dir=args.data_dir, source=args.source,
         split=args.split,
         ways=args.ways, shots=args.shots,
-        queries=args.queries, meta_batch=args.meta_batch, batch_size=args.batch_size, views=args.views,
+        queries=args.queries, meta_batch=args.meta_batch, tasks_per_pass=args.tasks_per_pass,
+        batch_size=args.batch_size, views=args.views,
         probe=args.probe, steps=args.steps, steps_per_epoch=args.steps_per_epoch, minutes=args.minutes,
         snapshot_minutes=args.snapshot_minutes,
         learning_rate=args.learning_rate, halve_every=args.halve_every or None,

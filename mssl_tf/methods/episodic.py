@@ -27,6 +27,13 @@ class EpisodicModel(BackboneModel):
     implement `meta_learn(task, training)` for one task, or override `meta_batch_learn` to process the
     tasks of a meta-batch together.
 
+    `tasks_per_pass` (a training setting, not part of the model's config: `mssl-tf train --tasks-per-pass`)
+    bounds memory: the meta-batch is split into groups of that many tasks, each group's gradient computed and
+    added up one group after another inside the step (a `tf.while_loop` with no parallel iterations, so one
+    group's activations are freed before the next group's are made), then applied once. The update is the same
+    as with the whole meta-batch at once; the peak memory is that of one group. Without it (None), every task of
+    the meta-batch is in one pass: fastest, and for large tasks it can need more memory than the machine has.
+
     Calling the model maps images to embeddings with the backbone.
 
     Args:
@@ -37,6 +44,7 @@ class EpisodicModel(BackboneModel):
 
     def __init__(self, backbone: keras.Model, **kwargs):
         super().__init__(backbone, **kwargs)
+        self.tasks_per_pass = None
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
         # Every sub-layer is built in the constructors, so `fit` under a strategy does not trace `call` on the
         # episode dict to build the model (subclasses that add layers must build them in `__init__`).
@@ -59,13 +67,46 @@ class EpisodicModel(BackboneModel):
 
     # === Keras steps ===
     def train_step(self, data):
-        with tf.GradientTape() as tape:
-            losses, logits = self.meta_batch_learn(data, training=True)
-            loss = tf.reduce_mean(losses)
-            scaled_loss = loss / replica_count()
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        tasks = data["query_labels"].shape[0]
+        if self.tasks_per_pass and tasks is not None and tasks > self.tasks_per_pass:
+            loss, logits, gradients = self.gradients_in_groups(data, tasks, int(self.tasks_per_pass))
+        else:
+            with tf.GradientTape() as tape:
+                losses, logits = self.meta_batch_learn(data, training=True)
+                loss = tf.reduce_mean(losses)
+                scaled_loss = loss / replica_count()
+            gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         return self.update_trackers(loss, logits, data["query_labels"])
+
+    def gradients_in_groups(self, data: dict, tasks: int, group: int):
+        """(mean query loss, logits `[tasks, queries, ways]`, gradients) of the meta-batch, computed `group` tasks
+        at a time in sequence; the gradients equal those of the whole meta-batch in one pass."""
+        if tasks % group:
+            raise ValueError(f"tasks_per_pass={group} must divide the meta-batch of {tasks} tasks (per replica)")
+        groups = tasks // group
+        grouped = {key: tf.reshape(data[key], [groups, group, *data[key].shape[1:]]) for key in TASK_KEYS}
+        variables = self.trainable_variables
+        scale = 1.0 / (tasks * replica_count())
+
+        def one_group(index, sums, loss_sum, logits_array):
+            batch = {key: grouped[key][index] for key in TASK_KEYS}
+            with tf.GradientTape() as tape:
+                losses, logits = self.meta_batch_learn(batch, training=True)
+                group_loss = tf.reduce_sum(losses)
+            gradients = tape.gradient(group_loss * scale, variables)
+            sums = [total + (tf.zeros_like(variable) if gradient is None else tf.convert_to_tensor(gradient))
+                    for total, gradient, variable in zip(sums, gradients, variables)]
+            return (index + 1, sums, loss_sum + tf.cast(group_loss, tf.float32),
+                    logits_array.write(index, tf.cast(logits, self.compute_dtype)))
+
+        zeros = [tf.zeros_like(variable) for variable in variables]
+        logits_array = tf.TensorArray(self.compute_dtype, size=groups, infer_shape=True)
+        _, gradients, loss_sum, logits_array = tf.while_loop(
+            lambda index, *_: index < groups, one_group, (tf.constant(0), zeros, tf.constant(0.0), logits_array),
+            parallel_iterations=1)
+        logits = logits_array.stack()
+        return loss_sum / tasks, tf.reshape(logits, [tasks, *logits.shape[2:]]), gradients
 
     def test_step(self, data):
         losses, logits = self.meta_batch_learn(data, training=False)

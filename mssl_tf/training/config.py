@@ -30,6 +30,7 @@ class TrainConfig:
     shots: int = 5
     queries: int = 5
     meta_batch: int = 1
+    tasks_per_pass: int | None = None  # episodic methods: tasks per gradient pass (memory bound); None: all at once
     batch_size: int = 256  # methods trained on views: images per step (global batch)
     probe: bool = False  # methods trained on views: online linear probe on stop-gradient features (uses labels)
     tasks: str = "labeled"  # or tasks made from the images alone (mssl_tf.data.unsupervised_tasks)
@@ -97,6 +98,9 @@ def check(config: TrainConfig) -> None:
     """Raises ValueError for a combination no driver can train, saying what to change."""
     if config.tasks not in TASK_KINDS:
         raise ValueError(f"unknown tasks {config.tasks!r}; known: {', '.join(TASK_KINDS)}")
+    if config.tasks_per_pass is not None and (config.tasks_per_pass < 1 or config.meta_batch % config.tasks_per_pass):
+        raise ValueError(f"--tasks-per-pass {config.tasks_per_pass} must be a positive divisor of --meta-batch "
+                         f"{config.meta_batch}")
     if is_unsupervised(config) and config.strategy == "multiworker":
         raise ValueError("--tasks other than 'labeled' train with --strategy default or mirrored; the multi-worker "
                          "driver draws labeled episodes only")

@@ -10,6 +10,7 @@ from mssl_tf.backbones import IMAGE_BACKBONES, TEXT_BACKBONES, build_backbone, i
 from mssl_tf.backbones.text import PretrainedTextEncoder, is_keras_hub_preset
 from mssl_tf.data.modality import is_text
 from mssl_tf.methods import build_method, method_class
+from mssl_tf.methods.episodic import EpisodicModel
 from mssl_tf.training.artifacts import load_trained
 from mssl_tf.training.config import TrainConfig, load_classes
 
@@ -74,7 +75,13 @@ def build_model(config: TrainConfig, class_images=None, train_images=None) -> ke
     `method_options` win over what the run supplies."""
     class_images = load_classes(config, "val") if class_images is None else class_images
     backbone = build_backbone_for(config, class_images, train_images)
-    return build_method(config.method, backbone, **{**run_arguments(config), **config.method_options})
+    model = build_method(config.method, backbone, **{**run_arguments(config), **config.method_options})
+    if config.tasks_per_pass:
+        if getattr(type(model), "train_step", None) is not EpisodicModel.train_step:
+            raise ValueError(f"--tasks-per-pass splits the meta-batch of episodic methods that use the shared "
+                             f"training step; {config.method} has its own")
+        model.tasks_per_pass = int(config.tasks_per_pass)
+    return model
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
