@@ -5,7 +5,7 @@ queries/class, meta-batch 32, 1 inner step, Conv-4), mssl-tf beside learn2learn 
     PYTHONPATH=. .venv/bin/python benchmarks/peers/cost_growth.py            # results/cost_growth.{json,png}
     PYTHONPATH=. .venv/bin/python benchmarks/peers/cost_growth.py --quick    # sanity run: runs/cost_growth-quick.json
     PYTHONPATH=. .venv/bin/python benchmarks/peers/cost_growth.py --plot-only benchmarks/results/cost_growth.json
-    PYTHONPATH=. .venv/bin/python benchmarks/peers/cost_growth.py --factors ways --tasks-per-pass 4 \
+    PYTHONPATH=. .venv/bin/python benchmarks/peers/cost_growth.py --factors ways --tasks-per-pass 4 --ours-only \
         --output benchmarks/results/cost_growth_ways_4_tasks_per_pass.json   # ours with the meta-batch in groups
 
 Every point is a fresh subprocess of `ours.py maml` / `theirs.py maml_learn2learn` (compare.py's workers and
@@ -138,7 +138,8 @@ def run(args) -> dict:
     load_before = compare.load_average()  # first: the learn2learn probe (torch import) raises it itself
     settings = {"warmup": args.warmup, "steps": args.steps, "quick": False}
     peer_python = Path(args.peer_python)
-    peer_error = ("no peer venv (benchmarks/peers/make_venv.sh)" if not peer_python.exists()
+    peer_error = ("not asked for (--ours-only)" if args.ours_only
+                  else "no peer venv (benchmarks/peers/make_venv.sh)" if not peer_python.exists()
                   else compare.learn2learn_status(peer_python))
     entrants = [("ours", "maml")] + ([("theirs", "maml_learn2learn")] if peer_error is None else [])
     from mssl_tf.results import current_commit
@@ -200,6 +201,8 @@ def main(argv=None) -> int:
                         help="default benchmarks/results/cost_growth.json (runs/cost_growth-quick.json with --quick)")
     parser.add_argument("--plot-only", metavar="JSON", help="redraw the PNG (beside the JSON) from a record")
     parser.add_argument("--factors", nargs="*", choices=sorted(SWEEPS), help="sweeps to run (default: all)")
+    parser.add_argument("--ours-only", action="store_true", help="time mssl-tf only (e.g. a setting of ours "
+                        "against learn2learn's points of an earlier record)")
     parser.add_argument("--tasks-per-pass", type=int, default=None,
                         help="ours: the meta-batch's gradient this many tasks at a time (memory bound)")
     args = parser.parse_args(argv)

@@ -29,8 +29,8 @@ class EpisodicModel(BackboneModel):
 
     `tasks_per_pass` (a training setting, not part of the model's config: `mssl-tf train --tasks-per-pass`)
     bounds memory: the meta-batch is split into groups of that many tasks, each group's gradient computed and
-    added up one group after another inside the step (a `tf.while_loop` with no parallel iterations, so one
-    group's activations are freed before the next group's are made), then applied once. The update is the same
+    added up one group after another inside the step (each group waits for the previous group's gradients, so
+    one group's activations are freed before the next group's are made), then applied once. The update is the same
     as with the whole meta-batch at once; the peak memory is that of one group. Without it (None), every task of
     the meta-batch is in one pass: fastest, and for large tasks it can need more memory than the machine has.
 
@@ -81,32 +81,29 @@ class EpisodicModel(BackboneModel):
 
     def gradients_in_groups(self, data: dict, tasks: int, group: int):
         """(mean query loss, logits `[tasks, queries, ways]`, gradients) of the meta-batch, computed `group` tasks
-        at a time in sequence; the gradients equal those of the whole meta-batch in one pass."""
+        at a time in sequence; the gradients equal those of the whole meta-batch in one pass.
+
+        The groups are unrolled in the graph, and each group's inputs wait on the previous group's gradient sums,
+        so the executor cannot start a group before the last one's activations are done with."""
         if tasks % group:
             raise ValueError(f"tasks_per_pass={group} must divide the meta-batch of {tasks} tasks (per replica)")
-        groups = tasks // group
-        grouped = {key: tf.reshape(data[key], [groups, group, *data[key].shape[1:]]) for key in TASK_KEYS}
         variables = self.trainable_variables
         scale = 1.0 / (tasks * replica_count())
-
-        def one_group(index, sums, loss_sum, logits_array):
-            batch = {key: grouped[key][index] for key in TASK_KEYS}
+        sums, loss_sum, all_logits = None, 0.0, []
+        for start in range(0, tasks, group):
+            with tf.control_dependencies(sums or []):
+                batch = {key: tf.identity(data[key][start:start + group]) for key in TASK_KEYS}
             with tf.GradientTape() as tape:
                 losses, logits = self.meta_batch_learn(batch, training=True)
                 group_loss = tf.reduce_sum(losses)
-            gradients = tape.gradient(group_loss * scale, variables)
-            sums = [total + (tf.zeros_like(variable) if gradient is None else tf.convert_to_tensor(gradient))
-                    for total, gradient, variable in zip(sums, gradients, variables)]
-            return (index + 1, sums, loss_sum + tf.cast(group_loss, tf.float32),
-                    logits_array.write(index, tf.cast(logits, self.compute_dtype)))
-
-        zeros = [tf.zeros_like(variable) for variable in variables]
-        logits_array = tf.TensorArray(self.compute_dtype, size=groups, infer_shape=True)
-        _, gradients, loss_sum, logits_array = tf.while_loop(
-            lambda index, *_: index < groups, one_group, (tf.constant(0), zeros, tf.constant(0.0), logits_array),
-            parallel_iterations=1)
-        logits = logits_array.stack()
-        return loss_sum / tasks, tf.reshape(logits, [tasks, *logits.shape[2:]]), gradients
+                scaled_loss = group_loss * scale
+            gradients = tape.gradient(scaled_loss, variables)
+            gradients = [tf.zeros_like(variable) if gradient is None else tf.convert_to_tensor(gradient)
+                         for gradient, variable in zip(gradients, variables)]
+            sums = gradients if sums is None else [total + gradient for total, gradient in zip(sums, gradients)]
+            loss_sum += group_loss
+            all_logits.append(logits)
+        return loss_sum / tasks, tf.concat(all_logits, 0), sums
 
     def test_step(self, data):
         losses, logits = self.meta_batch_learn(data, training=False)
