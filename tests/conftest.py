@@ -46,30 +46,6 @@ def central_differences(loss, variables, step):
     return np.array(numeric)
 
 
-def directional_differences(loss, variables, step, directions_per_variable=2, seed=0):
-    """Central differences of the scalar `loss()` along random directions, each moving one variable only.
-
-    Returns (directions, numeric): `directions[i]` is `(variable index, direction array)`, `numeric[i]` the
-    derivative along it; compare with the analytic gradient's dot product with the direction. Cheaper than
-    `central_differences` (two evaluations per direction instead of per weight) while still checking every
-    variable's gradient: a wrong gradient fails along almost every random direction."""
-    rng = np.random.default_rng(seed)
-    directions, numeric = [], []
-    for index, variable in enumerate(variables):
-        original = np.array(variable.numpy())
-        for _ in range(directions_per_variable):
-            direction = rng.standard_normal(original.shape)
-            direction /= np.linalg.norm(direction)
-            values = []
-            for sign in (1, -1):
-                variable.assign(original + sign * step * direction)
-                values.append(float(loss()))
-            variable.assign(original)
-            directions.append((index, direction))
-            numeric.append((values[0] - values[1]) / (2 * step))
-    return directions, np.array(numeric)
-
-
 @pytest.fixture
 def float64():
     """Keras floats in float64 for the test (finite-difference checks), float32 again afterwards."""
