@@ -10,7 +10,9 @@
    the in-process Keras model; few-shot accuracy on fixed test episodes through the served `few_shot` signature,
    compared with in-process evaluation of the same episodes; and the same kind of episodes sent as encoded
    files to `few_shot_png` (an image folder's own files at their original size; for other datasets the test
-   images encoded as PNG), whose answers must equal the in-process model's on the same bytes.
+   images encoded as PNG), whose answers must equal the in-process model's on the same bytes. A text entry
+   (e.g. WordNet) is queried with its test sentences through `serving_default` and `few_shot`; it has no file
+   signature.
 """
 
 from __future__ import annotations
@@ -170,7 +172,16 @@ def in_process_file_predictions(model, stage: Stage1, support_files, support_lab
     return np.argmax(logits.numpy(), axis=-1)
 
 
+def describe_input(spec) -> str:
+    if spec.kind == "text":
+        limit = f", up to {spec.sequence_length} tokens" if spec.sequence_length else ""
+        return f"UTF-8 sentences{limit}, text"
+    return f"{'x'.join(map(str, spec.shape))}, {spec.kind}"
+
+
 def run(config: PipelineConfig) -> dict:
+    import tensorflow as tf
+
     from mssl_tf.data.class_splits import load_class_split
     from mssl_tf.evaluation import episode_accuracies
     from mssl_tf.export import export_model
@@ -187,27 +198,33 @@ def run(config: PipelineConfig) -> dict:
 
     path = export_model(model, config.export_dir, config.name, config.version, overwrite=True, spec=stage.spec,
                         provenance={**stage.provenance, "pipeline_command": config.command})
-    print(f"[2/4] exported the encoder → {path} (input {'x'.join(map(str, stage.spec.shape))}, {stage.spec.kind})")
+    print(f"[2/4] exported the encoder → {path} (input {describe_input(stage.spec)})")
 
     with ModelServer([ModelConfig(config.name, str(Path(config.export_dir).resolve() / config.name))],
                      port=0, rest_api_port=0) as server:
         grpc_address, rest_address = f"127.0.0.1:{server.grpc_port}", f"http://127.0.0.1:{server.rest_port}"
         print(f"[3/4] serving {config.name} version {config.version}: gRPC {grpc_address}, REST {rest_address}")
 
-        images = test_images[:64, 0]  # the first image of (up to) 64 test classes, uint8
-        images = images[..., None] if images.ndim == 3 else images
-        features = model.backbone(images.astype(np.float32) / 255.0, training=False).numpy()
+        text = stage.spec.kind == "text"
+        samples = test_images[:64, 0]  # the first image (or sentence) of (up to) 64 test classes
+        if text:
+            features = model.backbone(tf.constant(samples.astype(str)), training=False).numpy()
+        else:
+            samples = samples[..., None] if samples.ndim == 3 else samples  # uint8
+            features = model.backbone(samples.astype(np.float32) / 255.0, training=False).numpy()
         expected = features / np.linalg.norm(features, axis=1, keepdims=True)
         spec = EpisodeSpec(5, 1, 15 if test_images.shape[1] >= 16 else test_images.shape[1] - 1)
         with EmbeddingClient(grpc_address, config.name) as client, RestClient(rest_address, config.name) as rest:
+            embed, embed_over_rest = (client.embed_sentences, rest.embed_sentences) if text else (client.embed,
+                                                                                                    rest.embed)
             start = time.perf_counter()
-            served = client.embed(images)
+            served = embed(samples)
             grpc_ms = 1000 * (time.perf_counter() - start)
-            over_rest = rest.embed(images)
+            over_rest = embed_over_rest(samples)
             served_accuracies = served_episode_accuracies(client, test_images, spec, config.episodes)
             file_agreement, file_accuracies = [], []
-            for support, support_labels, query, query_labels in file_episodes(
-                    stage, test_images, EpisodeSpec(5, 1, 5), config.file_episodes):
+            for support, support_labels, query, query_labels in ([] if text else file_episodes(
+                    stage, test_images, EpisodeSpec(5, 1, 5), config.file_episodes)):
                 answers = client.few_shot_files(support, support_labels, query)["predictions"]
                 local = in_process_file_predictions(model, stage, support, support_labels, query)
                 file_agreement.append(np.mean(answers == local))
@@ -228,14 +245,17 @@ def run(config: PipelineConfig) -> dict:
             "files_served_equal_in_process": float(np.mean(file_agreement)) if file_agreement else None,
             "files_served_5w1s": confidence_interval(file_accuracies) if len(file_accuracies) > 1 else None,
         }
-        print(f"[4/4] embeddings {tuple(served.shape)} over gRPC in {grpc_ms:.0f} ms; largest difference from the "
+        print(f"[4/4] embeddings {tuple(served.shape)} of {'sentences' if text else 'images'} over gRPC in "
+              f"{grpc_ms:.0f} ms; largest difference from the "
               f"in-process Keras model: gRPC {summary['grpc_max_abs_difference']:.1e}, "
               f"REST {summary['rest_max_abs_difference']:.1e}")
         for label, (mean, half_width) in (("served few_shot", summary["served_5w1s"]),
                                           ("in-process", summary["in_process_5w1s"])):
             print(f"      5-way 1-shot on {config.episodes} fixed test episodes of {stage.dataset}, {label}: "
                   f"{100 * mean:.2f} ± {100 * half_width:.2f} %")
-        if file_agreement:
+        if text:
+            print("      (a text encoder takes sentences, not encoded files: no few_shot_png episodes)")
+        elif file_agreement:
             print(f"      few_shot_png on {len(file_agreement)} episodes of encoded files: answers equal to the "
                   f"in-process model's on the same bytes: {100 * summary['files_served_equal_in_process']:.1f} %")
         print(f"      model status over REST: curl {rest_address}/v1/models/{config.name}")

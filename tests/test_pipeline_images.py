@@ -79,6 +79,13 @@ def entry_data_available(name: str) -> str:
     kind, _, root = dataset.partition(":")
     if kind == "imagefolder" and not Path(root).is_dir():
         return f"{name} is scored on {root}, not installed here (e.g. apt-get install openclipart-png)"
+    if kind == "wordnet":
+        from mssl_tf.data import wordnet
+
+        try:
+            wordnet.find_directory(None)
+        except FileNotFoundError as error:
+            return f"{name} is scored on WordNet, not installed here: {error}"
     return ""
 
 
@@ -89,6 +96,13 @@ def test_pipeline_runs_for_every_zoo_entry(name, tmp_path, capsys):
     if reason:
         pytest.skip(reason)
     assert cli.main(["pipeline", "--zoo", name, "--episodes", "3", "--file-episodes", "2",
-                     "--export-dir", str(tmp_path / "export"), "--name", "entry"]) == 0
+                     "--export-dir", str(tmp_path / "export"), "--name", "entry",
+                     "--record", str(tmp_path / "pipeline.json")]) == 0
     out = capsys.readouterr().out
-    assert "[4/4]" in out and "answers equal to the in-process model's on the same bytes: 100.0 %" in out
+    record = json.loads((tmp_path / "pipeline.json").read_text())
+    assert record["served_5w1s"] == pytest.approx(record["in_process_5w1s"])
+    assert record["grpc_max_abs_difference"] < 1e-5 and record["rest_max_abs_difference"] < 1e-5
+    if record["input"]["kind"] == "text":
+        assert "of sentences over gRPC" in out and "no few_shot_png episodes" in out
+    else:
+        assert "answers equal to the in-process model's on the same bytes: 100.0 %" in out
