@@ -186,6 +186,21 @@ def test_heads_evaluation_is_the_papers_cosine_prototypes_of_projections_against
         PsCo(identity_backbone(), evaluation="momentum")
 
 
+def test_evaluation_can_switch_to_the_heads_of_a_trained_model_and_nothing_else():
+    from mssl_tf.cli import build_parser
+    from mssl_tf.training.evaluate import apply_evaluation_options
+
+    model = PsCo(identity_backbone(), hidden_units=[8], projection_units=4)
+    args = build_parser().parse_args(["eval", "run", "--evaluation-option", "evaluation=heads"])
+    apply_evaluation_options(model, dict(args.evaluation_option))
+    assert model.evaluation == "heads"
+    with pytest.raises(ValueError, match=r"evaluation='momentum' is not one of \['backbone', 'heads'\]"):
+        apply_evaluation_options(model, {"evaluation": "momentum"})
+    with pytest.raises(ValueError, match="PsCo has no evaluation option 'queue_size'; it has: evaluation"):
+        apply_evaluation_options(model, {"queue_size": 8})
+    assert model.evaluation == "heads" and model.queue_size != 8
+
+
 # === Learning ===
 # A known-easy set where a random encoder is at chance: 8 classes, each a unit vector in 4 "signal" dimensions, plus
 # 12 nuisance dimensions of unit Gaussian noise drawn afresh for every view and every drawing (the augmentation).

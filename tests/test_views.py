@@ -26,7 +26,7 @@ def first(dataset):
     return {key: value.numpy() for key, value in next(iter(dataset)).items()}
 
 
-@pytest.mark.parametrize("preset", ["omniglot", "omniglot_elastic"])
+@pytest.mark.parametrize("preset", ["omniglot", "omniglot_elastic", "crop_flip"])
 def test_views_are_deterministic_for_a_seed_and_differ_across_seeds_examples_and_views(glyphs, preset):
     images, _ = glyphs
     batch = first(multi_view_dataset(images, 16, preset, seed=5))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mssl_tf.cli.common import DEFAULT_SETTINGS, add_data_argument, add_dataset_arguments, parse_settings
+from mssl_tf.cli.common import (DEFAULT_SETTINGS, add_data_argument, add_dataset_arguments, parse_option,
+                                parse_settings)
 
 
 def parse_steps(text: str) -> list[int]:
@@ -33,6 +34,9 @@ def add_parsers(commands) -> None:
                         help="val to choose options (e.g. inner steps) without touching the test split")
     parser.add_argument("--evaluation-inner-steps", type=int, default=None,
                         help="inner-loop steps at evaluation, for models with an inner loop")
+    parser.add_argument("--evaluation-option", type=parse_option, action="append", metavar="KEY=VALUE",
+                        help="what the method lets evaluation change (its EVALUATION_OPTIONS), e.g. "
+                        "evaluation=heads: score with the method's heads instead of the backbone")
     parser.add_argument("--adaptation-steps", type=parse_steps, default=None,
                         help="comma-separated numbers of inner steps (or memory write passes) to score, e.g. 0,1,5: "
                         "accuracy after each on the same episodes (mssl_tf.evaluation.adaptation_curve)")
@@ -59,7 +63,8 @@ def eval_command(args) -> int:
         evaluate.evaluate_frozen_and_record(args.model, args.protocol, **common)
     else:
         evaluate.evaluate_and_record(args.model, args.settings, args.episodes, args.queries,
-                                     evaluation_inner_steps=args.evaluation_inner_steps, **common)
+                                     evaluation_inner_steps=args.evaluation_inner_steps,
+                                     evaluation_options=dict(args.evaluation_option or []), **common)
     return 0
 
 

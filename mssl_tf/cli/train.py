@@ -11,6 +11,7 @@ from mssl_tf.data.unsupervised_tasks import TASK_KINDS
 from mssl_tf.data.text_views import TEXT_VIEW_PRESETS
 from mssl_tf.data.views import VIEW_PRESETS
 from mssl_tf.methods import DEFAULT_METHOD, METHODS
+from mssl_tf.training.config import OPTIMIZERS
 
 VIEW_CHOICES = sorted({**VIEW_PRESETS, **TEXT_VIEW_PRESETS})
 METHOD_SHORTCUTS = ("inner_steps", "evaluation_inner_steps", "inner_learning_rate")  # flags that are method options
@@ -65,6 +66,11 @@ def add_parser(commands) -> None:
                         help="keep the model when training time (the --minutes clock) reaches each mark, in "
                         "OUTPUT/snapshots/<M>min/ (loadable by mssl-tf eval): accuracy against training time")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                        help="adam, or sgd (momentum 0.9, as the self-supervised papers' reference code)")
+    parser.add_argument("--weight-decay", type=float, default=0.0,
+                        help="decoupled weight decay: each step w -= learning rate x this x w (PyTorch's SGD "
+                             "weight_decay W acts like about 10 W here, through its momentum)")
     parser.add_argument("--halve-every", type=int, default=2000, help="halve the learning rate every N steps")
     parser.add_argument("--lr-schedule", choices=("halve", "cosine"), default="halve",
                         help="halve: every --halve-every steps; cosine: from --learning-rate to 0 over the budget "
@@ -132,7 +138,8 @@ def train_config(args):
         batch_size=args.batch_size, views=args.views,
         probe=args.probe, steps=args.steps, steps_per_epoch=args.steps_per_epoch, minutes=args.minutes,
         snapshot_minutes=args.snapshot_minutes,
-        learning_rate=args.learning_rate, halve_every=args.halve_every or None,
+        learning_rate=args.learning_rate, optimizer=args.optimizer, weight_decay=args.weight_decay,
+        halve_every=args.halve_every or None,
         lr_schedule=args.lr_schedule, seed=args.seed,
         strategy=args.strategy, devices=args.devices, jit_compile=args.jit_compile, method_options=options,
         validate_episodes=args.validate_episodes, tensorboard=args.tensorboard, output=args.output,

@@ -10,7 +10,8 @@ An element of `multi_view_dataset` is a dict:
     labels [batch] int32 (only when asked for: for an online probe, never for the encoder)
 
 Presets (`VIEW_PRESETS`): `omniglot` (random resized crop, small rotation/shear/translation, zero fill: glyph
-background), `omniglot_elastic` (the same plus a smooth elastic displacement), `rgb` (SimCLR's: random resized
+background), `omniglot_elastic` (the same plus a smooth elastic displacement), `crop_flip` (random resized crop
+with scale 0.2–1 and horizontal flip, zero fill: PsCo's Omniglot views, github.com/alinlab/PsCo), `rgb` (SimCLR's: random resized
 crop with scale 0.2–1, horizontal flip, color jitter 0.4/0.4/0.4/0.1 with probability 0.8, grayscale 0.2,
 Gaussian blur 0.5), `none` (identity views).
 """
@@ -80,6 +81,7 @@ VIEW_PRESETS = {
                            translate=0.08),
     "omniglot_elastic": ViewConfig(crop_scale=(0.6, 1.0), crop_ratio=(0.8, 1.25), rotation_degrees=15.0, shear=0.2,
                                    translate=0.08, elastic_alpha=1.5),
+    "crop_flip": ViewConfig(crop_scale=(0.2, 1.0), crop_ratio=(0.75, 4 / 3), horizontal_flip=0.5),
     "rgb": ViewConfig(crop_scale=(0.2, 1.0), crop_ratio=(0.75, 4 / 3), horizontal_flip=0.5, color_jitter=0.8,
                       grayscale=0.2, blur=0.5, fill="reflect"),
 }

@@ -43,6 +43,8 @@ class TrainConfig:
     minutes: float | None = None
     snapshot_minutes: tuple[float, ...] = ()  # marks of training time: the model kept at each (fit driver)
     learning_rate: float = 1e-3
+    optimizer: str = "adam"  # or "sgd" (momentum 0.9), see `OPTIMIZERS`
+    weight_decay: float = 0.0  # decoupled: each step w -= learning_rate · weight_decay · w (Keras' `weight_decay`)
     halve_every: int | None = 2000
     lr_schedule: str = "halve"  # "halve" (every `halve_every` steps; 0/None: constant) or "cosine" over the budget
     seed: int = 0
@@ -94,8 +96,15 @@ def is_unsupervised(config: TrainConfig) -> bool:
     return config.tasks != "labeled"
 
 
+OPTIMIZERS = ("adam", "sgd")  # sgd: SGD with momentum 0.9, as in the self-supervised papers' reference code
+
+
 def check(config: TrainConfig) -> None:
     """Raises ValueError for a combination no driver can train, saying what to change."""
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    if config.weight_decay < 0:
+        raise ValueError(f"--weight-decay must be at least 0, got {config.weight_decay}")
     if config.tasks not in TASK_KINDS:
         raise ValueError(f"unknown tasks {config.tasks!r}; known: {', '.join(TASK_KINDS)}")
     if config.tasks_per_pass is not None and (config.tasks_per_pass < 1 or config.meta_batch % config.tasks_per_pass):

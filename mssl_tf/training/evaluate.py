@@ -42,13 +42,28 @@ def _skips(model, ways: int, shots: int) -> bool:
     return False
 
 
+def apply_evaluation_options(model, options: dict) -> None:
+    """Sets each of `options` the model declares in `EVALUATION_OPTIONS` (name → allowed values); refuses others."""
+    allowed = getattr(model, "EVALUATION_OPTIONS", {})
+    for name, value in options.items():
+        if name not in allowed:
+            raise ValueError(f"{type(model).__name__} has no evaluation option {name!r}; it has: "
+                             f"{', '.join(sorted(allowed)) or 'none'}")
+        if value not in allowed[name]:
+            raise ValueError(f"{type(model).__name__}'s evaluation option {name}={value!r} is not one of "
+                             f"{list(allowed[name])}")
+        setattr(model, name, value)
+
+
 def evaluate_and_record(model_path, settings, episodes=600, queries=15, data_dir=None, results_dir=None,
                         run_name=None, command="", split="test", evaluation_inner_steps=None,
-                        source="zips", dataset=None) -> list[dict]:
+                        source="zips", dataset=None, evaluation_options=None) -> list[dict]:
     """Few-shot accuracy ± 95% interval per `(ways, shots)` setting on fixed episodes of a split of the run's
     dataset (or `dataset`), with the expected calibration error of their query predictions (`ece`, percent).
 
     Writes one record per setting and the run's learning curve (`<run>_training.json`) when `results_dir` is given.
+    `evaluation_options` set what the method lets evaluation change (its `EVALUATION_OPTIONS`, e.g. which of its
+    networks scores a task), recorded among the record's `method_options`.
     """
     summary = source_summary(model_path)  # the data is checked (and named when missing) before the model loads
     dataset, test_images = evaluation_classes(summary, dataset, split, data_dir, source)
@@ -57,6 +72,7 @@ def evaluate_and_record(model_path, settings, episodes=600, queries=15, data_dir
         if not hasattr(model, "evaluation_inner_steps"):
             raise ValueError(f"{type(model).__name__} has no inner loop; drop --evaluation-inner-steps")
         model.evaluation_inner_steps = evaluation_inner_steps
+    apply_evaluation_options(model, evaluation_options or {})
     train_config = summary.get("config", {})
     run = run_name or Path(model_path).name
     if results_dir and summary:
@@ -71,7 +87,8 @@ def evaluate_and_record(model_path, settings, episodes=600, queries=15, data_dir
             "method": method_name(summary, model),
             "method_options": {**train_config.get("method_options", {}),
                                **({"evaluation_inner_steps": model.evaluation_inner_steps}
-                                  if hasattr(model, "evaluation_inner_steps") else {})},
+                                  if hasattr(model, "evaluation_inner_steps") else {}),
+                               **(evaluation_options or {})},
             "backbone": train_config.get("backbone", "conv4"),
             "dataset": dataset,
             "split": split_label(dataset, split),

@@ -75,6 +75,7 @@ class PsCo(MoCo):
 
     PROJECTOR_OPTIONS = {"batch_norm": True}
     EVALUATIONS = ("backbone", "heads")
+    EVALUATION_OPTIONS = {"evaluation": EVALUATIONS}  # `mssl-tf eval --evaluation-option evaluation=heads`
 
     def __init__(self, backbone, temperature=0.2, support_temperature=1.0, momentum=0.99, queue_size=16384, shots=1,
                  sinkhorn_epsilon=0.05, sinkhorn_iterations=3, batch_norm_groups=1, hidden_units=(4096,),
